@@ -1,0 +1,160 @@
+using System.Globalization;
+
+namespace PromoStream;
+
+internal sealed class UsageException(string message) : Exception(message);
+
+internal enum Mode { Help, Process, Produce, Demo, Broker, InitDb, Bench }
+
+/// <summary>The parsed command line: one mode and its options, each checked against the flags that mode takes.</summary>
+internal sealed class CommandLine
+{
+    private static readonly Dictionary<string, Mode> Modes = new()
+    {
+        ["--help"] = Mode.Help, ["-h"] = Mode.Help, ["--process"] = Mode.Process, ["--produce"] = Mode.Produce,
+        ["--demo"] = Mode.Demo, ["--broker"] = Mode.Broker, ["--init-db"] = Mode.InitDb, ["--bench"] = Mode.Bench,
+    };
+
+    /// <summary>Flags that take a value, and the modes they belong to.</summary>
+    private static readonly Dictionary<string, Mode[]> ValueFlags = new()
+    {
+        ["--config"] = [Mode.Process, Mode.Produce, Mode.Broker, Mode.InitDb],
+        ["--stop-when-idle"] = [Mode.Process],
+        ["--broker-file"] = [Mode.Broker],
+        ["--partitions"] = [Mode.Broker, Mode.Bench],
+        ["--count"] = [Mode.Produce],
+        ["--rate"] = [Mode.Produce],
+        ["--duplicates"] = [Mode.Produce],
+        ["--malformed"] = [Mode.Produce],
+        ["--expired"] = [Mode.Produce],
+        ["--no-subscribers"] = [Mode.Produce],
+        ["--seed"] = [Mode.Produce, Mode.Demo, Mode.Bench],
+        ["--restaurants"] = [Mode.Produce, Mode.Bench],
+        ["--seed-subscribers"] = [Mode.Produce],
+        ["--file"] = [Mode.Produce],
+        ["--expect-file"] = [Mode.Produce],
+        ["--events"] = [Mode.Demo, Mode.Bench],
+        ["--subscriptions"] = [Mode.Bench],
+        ["--latency-seconds"] = [Mode.Bench],
+        ["--scale"] = [Mode.Bench],
+    };
+
+    private static readonly Dictionary<string, Mode[]> SwitchFlags = new()
+    {
+        ["--no-eos-compare"] = [Mode.Bench],
+    };
+
+    public const string Help = """
+        PromoStream: restaurant promotion campaigns from Kafka to one notification per subscriber, exactly once,
+        in a Kafka topic and the PostgreSQL table subscribers_feedback.
+
+        Usage: dotnet run -- MODE [OPTIONS]
+
+        Modes:
+          --process            run the stream processor until Ctrl+C / SIGTERM
+          --produce            run the simulator: publish campaign events (and optionally seed subscribers)
+          --demo               the whole pipeline on the embedded stack (no Kafka or PostgreSQL needed); exits 0
+          --broker             only the embedded Kafka, in this process, until stopped; prints its bootstrap address
+          --init-db            apply schema.sql (idempotent) and exit
+          --bench              the benchmark on the embedded stack (use -c Release)
+          --help               this text
+
+        Common:
+          --config FILE        configuration (default: credentials.yaml in the working directory)
+
+        --process:
+          --stop-when-idle S   commit what is in flight and exit 0 once no input arrived for S seconds
+
+        --broker:
+          --broker-file FILE   also write the bootstrap address to FILE
+          --partitions N       with --config: pre-create the config's topics with N partitions (default: kafka.topic_partitions)
+
+        --produce:
+          --count N            events to publish (default 1000; 0 publishes none)
+          --rate N             events per second (default 0: as fast as possible)
+          --duplicates F       fraction that repeat an earlier event (default 0.1)
+          --malformed F        fraction that are not valid events (default 0.02)
+          --expired F          fraction whose campaign has already ended (default 0.05)
+          --no-subscribers F   fraction for restaurants without subscribers (default 0.1)
+          --restaurants N      restaurants with subscribers (default 100)
+          --seed N             random seed; the same seed gives the same restaurants and events (default 1)
+          --seed-subscribers N first insert N rows into subscribers_restaurants over --restaurants restaurants
+          --file FILE          publish the lines of a JSONL file verbatim instead of generated events
+          --expect-file FILE   write the (restaurant_id,adv_campaign_id) pairs that must produce output
+
+        --demo:
+          --events N           events to generate (default 3000)
+          --seed N             random seed (default 1)
+
+        --bench:
+          --events N           input events (default 200000)
+          --restaurants N      restaurants (default 5000)
+          --subscriptions N    subscription rows (default 50000)
+          --latency-seconds S  length of the 1,000 events/s latency phase (default 20)
+          --scale N            also run N times the events and report both (default 1: off)
+          --partitions N       input topic partitions (default 64)
+          --seed N             random seed (default 1)
+          --no-eos-compare     skip the run with transactions off
+
+        Exit codes: 0 done, 1 a service failed or is unreachable, 2 bad usage or configuration, 3 fenced or fatal Kafka error.
+        """;
+
+    public const string UsageHint = "run with --help for usage";
+
+    public Mode Mode { get; private init; }
+    private readonly Dictionary<string, string> _values = new();
+    private readonly HashSet<string> _switches = new();
+
+    public static CommandLine Parse(string[] args)
+    {
+        var modeFlags = args.Where(Modes.ContainsKey).Distinct().ToList();
+        if (modeFlags.Count == 0) throw new UsageException(args.Length == 0 ? "no mode given" : "no mode given (one of --process, --produce, --demo, --broker, --init-db, --bench, --help)");
+        if (modeFlags.Count > 1) throw new UsageException($"choose one mode, not {string.Join(" and ", modeFlags)}");
+        var cli = new CommandLine { Mode = Modes[modeFlags[0]] };
+        for (var i = 0; i < args.Length; i++)
+        {
+            var flag = args[i];
+            if (Modes.ContainsKey(flag)) continue;
+            if (ValueFlags.TryGetValue(flag, out var modes))
+            {
+                CheckMode(flag, modes, cli.Mode);
+                if (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                    throw new UsageException($"{flag} needs a value");
+                cli._values[flag] = args[++i];
+            }
+            else if (SwitchFlags.TryGetValue(flag, out modes))
+            {
+                CheckMode(flag, modes, cli.Mode);
+                cli._switches.Add(flag);
+            }
+            else throw new UsageException($"unknown option '{flag}'");
+        }
+        return cli;
+    }
+
+    private static void CheckMode(string flag, Mode[] modes, Mode mode)
+    {
+        if (mode != Mode.Help && !modes.Contains(mode))
+            throw new UsageException($"{flag} does not apply to --{mode.ToString().ToLowerInvariant().Replace("initdb", "init-db")}");
+    }
+
+    public string ConfigPath => _values.GetValueOrDefault("--config", "credentials.yaml");
+    public bool Has(string flag) => _values.ContainsKey(flag) || _switches.Contains(flag);
+    public string? String(string flag) => _values.GetValueOrDefault(flag);
+
+    public int Int(string flag, int fallback, int min = 0, int max = int.MaxValue)
+    {
+        if (!_values.TryGetValue(flag, out var text)) return fallback;
+        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n < min || n > max)
+            throw new UsageException($"{flag} must be a whole number from {min} to {max}, got '{text}'");
+        return n;
+    }
+
+    public double Fraction(string flag, double fallback)
+    {
+        if (!_values.TryGetValue(flag, out var text)) return fallback;
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var f) || f is < 0 or > 1 || double.IsNaN(f))
+            throw new UsageException($"{flag} must be a fraction from 0 to 1, got '{text}'");
+        return f;
+    }
+}

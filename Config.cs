@@ -1,0 +1,242 @@
+using System.Globalization;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace PromoStream;
+
+/// <summary>A configuration problem the user must fix; the message names the key and never its secret value.</summary>
+internal sealed class ConfigException(string message) : Exception(message);
+
+internal sealed record KafkaSettings(
+    string BootstrapServers, string InputTopic, string OutputTopic, string DlqTopic, string DedupTopic,
+    string GroupId, string TransactionalId,
+    string SecurityProtocol, string? SaslMechanism, string? SaslUsername, string? SaslPassword, string? SslCaLocation,
+    bool CreateTopics, int TopicPartitions, short ReplicationFactor, string AutoOffsetReset,
+    int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes);
+
+internal sealed record PostgresSettings(string ConnectionString, int ConnectTimeoutSeconds)
+{
+    /// <summary>Where the database is, for messages: host, port and database, never the password.</summary>
+    public string Describe() => DescribeConnectionString(ConnectionString);
+
+    public static string DescribeConnectionString(string connectionString)
+    {
+        var b = new Npgsql.NpgsqlConnectionStringBuilder(connectionString);
+        return $"{b.Host}:{b.Port}/{b.Database}";
+    }
+}
+
+internal sealed record ProcessingSettings(
+    int BatchMaxEvents, int BatchMaxMs, int DedupWindowSeconds, int SubscribersRefreshSeconds,
+    int StatsIntervalSeconds, int RetryBackoffMaxMs, bool Transactions);
+
+internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, ProcessingSettings Processing)
+{
+    public const string EnvPrefix = "PROMOSTREAM__";
+
+    /// <summary>Every key the file may hold, with its default (null: required).</summary>
+    public static readonly IReadOnlyDictionary<string, string?> Keys = new Dictionary<string, string?>
+    {
+        ["kafka.bootstrap_servers"] = null,
+        ["kafka.input_topic"] = null,
+        ["kafka.output_topic"] = null,
+        ["kafka.dlq_topic"] = null,
+        ["kafka.dedup_topic"] = "",
+        ["kafka.group_id"] = null,
+        ["kafka.transactional_id"] = null,
+        ["kafka.security_protocol"] = "plaintext",
+        ["kafka.sasl_mechanism"] = "SCRAM-SHA-512",
+        ["kafka.sasl_username"] = "",
+        ["kafka.sasl_password"] = "",
+        ["kafka.ssl_ca_location"] = "",
+        ["kafka.create_topics"] = "true",
+        ["kafka.topic_partitions"] = "6",
+        ["kafka.replication_factor"] = "-1",
+        ["kafka.auto_offset_reset"] = "earliest",
+        ["kafka.session_timeout_ms"] = "45000",
+        ["kafka.transaction_timeout_ms"] = "60000",
+        ["kafka.connect_timeout_seconds"] = "30",
+        ["kafka.max_message_bytes"] = "4194304",
+        ["postgres.connection_string"] = null,
+        ["postgres.connect_timeout_seconds"] = "30",
+        ["processing.batch_max_events"] = "5000",
+        ["processing.batch_max_ms"] = "100",
+        ["processing.dedup_window_seconds"] = "86400",
+        ["processing.subscribers_refresh_seconds"] = "30",
+        ["processing.stats_interval_seconds"] = "5",
+        ["processing.retry_backoff_max_ms"] = "10000",
+        ["processing.transactions"] = "true",
+    };
+
+    public static Settings Load(string path, IDictionary<string, string?>? environment = null)
+    {
+        if (!File.Exists(path))
+            throw new ConfigException($"config file not found: {path} (copy credentials.yaml.example to credentials.yaml, or pass --config FILE)");
+        var values = ReadYaml(File.ReadAllText(path), path);
+        ApplyEnvironment(values, environment ?? ReadProcessEnvironment());
+        return FromValues(values);
+    }
+
+    /// <summary>Reads `section: {key: scalar}` into "section.key" entries, rejecting anything else by name.</summary>
+    public static Dictionary<string, string> ReadYaml(string text, string source)
+    {
+        var stream = new YamlStream();
+        try { stream.Load(new StringReader(text)); }
+        catch (YamlException e)
+        {
+            throw new ConfigException($"{source}: malformed YAML at line {e.Start.Line}, column {e.Start.Column}: {FirstLine(e.Message)}");
+        }
+        var values = new Dictionary<string, string>();
+        if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
+            return values;
+        if (stream.Documents[0].RootNode is not YamlMappingNode root)
+            throw new ConfigException($"{source}: the top level must be a mapping of sections (kafka, postgres, processing)");
+        foreach (var (sectionNode, body) in root.Children)
+        {
+            var section = ((YamlScalarNode)sectionNode).Value ?? "";
+            if (!Keys.Keys.Any(k => k.StartsWith(section + ".", StringComparison.Ordinal)))
+                throw new ConfigException($"{source}: unknown section '{section}' (known: kafka, postgres, processing)");
+            if (body is YamlScalarNode { Value: null or "" }) continue;
+            if (body is not YamlMappingNode mapping)
+                throw new ConfigException($"{source}: section '{section}' must be a mapping of keys");
+            foreach (var (keyNode, valueNode) in mapping.Children)
+            {
+                var key = $"{section}.{((YamlScalarNode)keyNode).Value}";
+                if (!Keys.ContainsKey(key)) throw new ConfigException($"{source}: unknown key '{key}'");
+                if (valueNode is not YamlScalarNode scalar)
+                    throw new ConfigException($"{source}: key '{key}' must be a single value, not a list or mapping");
+                if (scalar.Value is null || (scalar.Value == "" && scalar.Style == YamlDotNet.Core.ScalarStyle.Plain)) continue;
+                values[key] = scalar.Value;
+            }
+        }
+        return values;
+    }
+
+    private static string FirstLine(string s) => s.Split('\n')[0].Trim();
+
+    private static Dictionary<string, string?> ReadProcessEnvironment()
+    {
+        var env = new Dictionary<string, string?>();
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            env[(string)e.Key] = (string?)e.Value;
+        return env;
+    }
+
+    /// <summary>PROMOSTREAM__SECTION__KEY overrides section.key, so that secrets need not sit in the file.</summary>
+    public static void ApplyEnvironment(Dictionary<string, string> values, IDictionary<string, string?> environment)
+    {
+        foreach (var (name, value) in environment)
+        {
+            if (!name.StartsWith(EnvPrefix, StringComparison.OrdinalIgnoreCase) || value is null) continue;
+            var parts = name[EnvPrefix.Length..].Split("__");
+            var key = parts.Length == 2 ? $"{parts[0].ToLowerInvariant()}.{parts[1].ToLowerInvariant()}" : "";
+            if (!Keys.ContainsKey(key))
+                throw new ConfigException($"environment variable {name} names no config key (expected {EnvPrefix}SECTION__KEY, e.g. {EnvPrefix}KAFKA__SASL_PASSWORD)");
+            values[key] = value;
+        }
+    }
+
+    public static Settings FromValues(IReadOnlyDictionary<string, string> values)
+    {
+        var read = new KeyReader(values);
+        var groupId = read.String("kafka.group_id");
+        var dedupTopic = read.String("kafka.dedup_topic");
+        var kafka = new KafkaSettings(
+            BootstrapServers: read.String("kafka.bootstrap_servers"),
+            InputTopic: read.TopicName("kafka.input_topic"),
+            OutputTopic: read.TopicName("kafka.output_topic"),
+            DlqTopic: read.TopicName("kafka.dlq_topic"),
+            DedupTopic: dedupTopic == "" ? $"{groupId}-dedup-changelog" : read.TopicName("kafka.dedup_topic"),
+            GroupId: groupId,
+            TransactionalId: read.String("kafka.transactional_id"),
+            SecurityProtocol: read.OneOf("kafka.security_protocol", "plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
+            SaslMechanism: read.OneOf("kafka.sasl_mechanism", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+            SaslUsername: read.Optional("kafka.sasl_username"),
+            SaslPassword: read.Optional("kafka.sasl_password"),
+            SslCaLocation: read.Optional("kafka.ssl_ca_location"),
+            CreateTopics: read.Bool("kafka.create_topics"),
+            TopicPartitions: read.Int("kafka.topic_partitions", 1, 10_000),
+            ReplicationFactor: (short)read.Int("kafka.replication_factor", -1, 100),
+            AutoOffsetReset: read.OneOf("kafka.auto_offset_reset", "earliest", "latest"),
+            SessionTimeoutMs: read.Int("kafka.session_timeout_ms", 1000, 3_600_000),
+            TransactionTimeoutMs: read.Int("kafka.transaction_timeout_ms", 1000, 900_000),
+            ConnectTimeoutSeconds: read.Int("kafka.connect_timeout_seconds", 1, 3600),
+            MaxMessageBytes: read.Int("kafka.max_message_bytes", 1_000_000, 100_000_000));
+        if (kafka.SecurityProtocol.StartsWith("sasl", StringComparison.Ordinal) && (kafka.SaslUsername is null || kafka.SaslPassword is null))
+            throw new ConfigException("kafka.sasl_username and kafka.sasl_password are required when kafka.security_protocol is " + kafka.SecurityProtocol);
+        if (kafka.ReplicationFactor == 0) throw new ConfigException("kafka.replication_factor must be -1 (broker default) or at least 1");
+
+        var postgres = new PostgresSettings(read.ConnectionString("postgres.connection_string"),
+            read.Int("postgres.connect_timeout_seconds", 1, 3600));
+        var processing = new ProcessingSettings(
+            BatchMaxEvents: read.Int("processing.batch_max_events", 1, 1_000_000),
+            BatchMaxMs: read.Int("processing.batch_max_ms", 1, 60_000),
+            DedupWindowSeconds: read.Int("processing.dedup_window_seconds", 1, 365 * 86400),
+            SubscribersRefreshSeconds: read.Int("processing.subscribers_refresh_seconds", 0, 86400),
+            StatsIntervalSeconds: read.Int("processing.stats_interval_seconds", 1, 3600),
+            RetryBackoffMaxMs: read.Int("processing.retry_backoff_max_ms", 10, 600_000),
+            Transactions: read.Bool("processing.transactions"));
+        return new Settings(kafka, postgres, processing);
+    }
+
+    private sealed class KeyReader(IReadOnlyDictionary<string, string> values)
+    {
+        private string? Raw(string key) => values.TryGetValue(key, out var v) ? v : Keys[key];
+
+        public string String(string key)
+        {
+            var value = Raw(key) ?? throw new ConfigException($"missing required key '{key}'");
+            if (value.Length == 0 && Keys[key] is null) throw new ConfigException($"key '{key}' must not be empty");
+            return value;
+        }
+
+        public string? Optional(string key) => String(key) is { Length: > 0 } v ? v : null;
+
+        public string TopicName(string key)
+        {
+            var name = String(key);
+            if (name.Length > 249 || name is "." or ".." || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+                throw new ConfigException($"key '{key}' is not a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
+            return name;
+        }
+
+        public int Int(string key, int min, int max)
+        {
+            var text = String(key);
+            if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n))
+                throw new ConfigException($"key '{key}' must be an integer, got '{text}'");
+            if (n < min || n > max) throw new ConfigException($"key '{key}' must be between {min} and {max}, got {n}");
+            return n;
+        }
+
+        public bool Bool(string key) => String(key).ToLowerInvariant() switch
+        {
+            "true" or "yes" or "on" => true,
+            "false" or "no" or "off" => false,
+            var other => throw new ConfigException($"key '{key}' must be true or false, got '{other}'"),
+        };
+
+        public string OneOf(string key, params string[] allowed)
+        {
+            var value = String(key);
+            return allowed.FirstOrDefault(a => a.Equals(value, StringComparison.OrdinalIgnoreCase))
+                ?? throw new ConfigException($"key '{key}' must be one of {string.Join(", ", allowed)}, got '{value}'");
+        }
+
+        public string ConnectionString(string key)
+        {
+            var value = String(key);
+            try
+            {
+                var b = new Npgsql.NpgsqlConnectionStringBuilder(value);
+                if (string.IsNullOrEmpty(b.Host)) throw new ConfigException($"key '{key}' has no Host");
+            }
+            catch (ArgumentException e)
+            {
+                // The builder's message names the bad keyword, never a value, so it is safe to show.
+                throw new ConfigException($"key '{key}' is not a valid PostgreSQL connection string: {FirstLine(e.Message)}");
+            }
+            return value;
+        }
+    }
+}

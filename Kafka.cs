@@ -1,0 +1,148 @@
+using Confluent.Kafka;
+using Confluent.Kafka.Admin;
+
+namespace PromoStream;
+
+/// <summary>Client configuration shared by every Kafka client PromoStream makes, and the topics it needs.</summary>
+internal static class Kafka
+{
+    public static ClientConfig Client(KafkaSettings k)
+    {
+        var config = new ClientConfig
+        {
+            BootstrapServers = k.BootstrapServers,
+            SecurityProtocol = k.SecurityProtocol switch
+            {
+                "ssl" => SecurityProtocol.Ssl,
+                "sasl_plaintext" => SecurityProtocol.SaslPlaintext,
+                "sasl_ssl" => SecurityProtocol.SaslSsl,
+                _ => SecurityProtocol.Plaintext,
+            },
+            SocketTimeoutMs = 10_000,
+        };
+        if (k.SecurityProtocol.StartsWith("sasl", StringComparison.Ordinal))
+        {
+            config.SaslMechanism = k.SaslMechanism switch
+            {
+                "PLAIN" => SaslMechanism.Plain,
+                "SCRAM-SHA-256" => SaslMechanism.ScramSha256,
+                _ => SaslMechanism.ScramSha512,
+            };
+            config.SaslUsername = k.SaslUsername;
+            config.SaslPassword = k.SaslPassword;
+        }
+        if (k.SslCaLocation is not null) config.SslCaLocation = k.SslCaLocation;
+        return config;
+    }
+
+    public static ProducerConfig Producer(KafkaSettings k, bool transactional) => new(Client(k))
+    {
+        TransactionalId = transactional ? k.TransactionalId : null,
+        EnableIdempotence = true,
+        Acks = Acks.All,
+        LingerMs = 5,
+        BatchSize = 1_000_000,
+        MessageMaxBytes = k.MaxMessageBytes,
+        TransactionTimeoutMs = k.TransactionTimeoutMs,
+        QueueBufferingMaxMessages = 1_000_000,
+        // Keyed output lands where Java clients would put it.
+        Partitioner = Partitioner.Murmur2Random,
+        EnableDeliveryReports = !transactional,
+    };
+
+    public static ConsumerConfig Consumer(KafkaSettings k) => new(Client(k))
+    {
+        GroupId = k.GroupId,
+        EnableAutoCommit = false,
+        EnableAutoOffsetStore = false,
+        IsolationLevel = IsolationLevel.ReadCommitted,
+        AutoOffsetReset = k.AutoOffsetReset == "latest" ? AutoOffsetReset.Latest : AutoOffsetReset.Earliest,
+        SessionTimeoutMs = k.SessionTimeoutMs,
+        HeartbeatIntervalMs = Math.Max(500, k.SessionTimeoutMs / 4),
+        FetchMaxBytes = Math.Max(k.MaxMessageBytes, 16 * 1024 * 1024),
+        MaxPartitionFetchBytes = k.MaxMessageBytes,
+        QueuedMaxMessagesKbytes = 32 * 1024,
+    };
+
+    /// <summary>Fails after the bounded wait with where it looked; librdkafka would otherwise retry silently forever.</summary>
+    public static Metadata WaitUntilReachable(KafkaSettings k, TimeSpan wait)
+    {
+        using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
+        try
+        {
+            return admin.GetMetadata(wait);
+        }
+        catch (KafkaException e)
+        {
+            throw new ServiceUnreachableException($"cannot reach Kafka at {k.BootstrapServers} within {wait.TotalSeconds:0}s: {e.Error.Reason}");
+        }
+    }
+
+    /// <summary>
+    /// Creates the topics that do not exist yet. The dedup changelog gets as many partitions as the input, because
+    /// changelog partition N holds the state of input partition N.
+    /// </summary>
+    public static void EnsureTopics(KafkaSettings k, long dedupWindowSeconds)
+    {
+        using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
+        var existing = PartitionCounts(admin, k);
+        var inputPartitions = existing.GetValueOrDefault(k.InputTopic, k.TopicPartitions);
+        if (k.CreateTopics)
+        {
+            var wanted = new List<TopicSpecification>
+            {
+                Spec(k.InputTopic, k.TopicPartitions, k.ReplicationFactor),
+                Spec(k.OutputTopic, k.TopicPartitions, k.ReplicationFactor),
+                Spec(k.DlqTopic, k.TopicPartitions, k.ReplicationFactor, ("max.message.bytes", k.MaxMessageBytes.ToString())),
+                Spec(k.DedupTopic, inputPartitions, k.ReplicationFactor,
+                    ("cleanup.policy", "compact,delete"), ("retention.ms", (dedupWindowSeconds * 2000).ToString())),
+            };
+            var missing = wanted.Where(t => !existing.ContainsKey(t.Name)).ToList();
+            if (missing.Count > 0) Create(admin, missing);
+            existing = PartitionCounts(admin, k);
+        }
+        if (existing.TryGetValue(k.DedupTopic, out var dedupPartitions) && existing.TryGetValue(k.InputTopic, out var input)
+            && dedupPartitions < input)
+            throw new ConfigException(
+                $"dedup topic {k.DedupTopic} has {dedupPartitions} partitions but input topic {k.InputTopic} has {input}; " +
+                "it needs at least as many (add partitions to it, or set kafka.dedup_topic to a new name)");
+    }
+
+    private static TopicSpecification Spec(string name, int partitions, short replication, params (string Key, string Value)[] configs) => new()
+    {
+        Name = name,
+        NumPartitions = partitions,
+        ReplicationFactor = replication,
+        Configs = configs.ToDictionary(c => c.Key, c => c.Value),
+    };
+
+    private static Dictionary<string, int> PartitionCounts(IAdminClient admin, KafkaSettings k)
+    {
+        var metadata = admin.GetMetadata(TimeSpan.FromSeconds(k.ConnectTimeoutSeconds));
+        return metadata.Topics.Where(t => t.Error.Code == ErrorCode.NoError && t.Partitions.Count > 0)
+            .ToDictionary(t => t.Topic, t => t.Partitions.Count);
+    }
+
+    private static void Create(IAdminClient admin, List<TopicSpecification> topics)
+    {
+        try
+        {
+            admin.CreateTopicsAsync(topics, new CreateTopicsOptions { RequestTimeout = TimeSpan.FromSeconds(10) })
+                .GetAwaiter().GetResult();
+            Log.Info($"created topics {string.Join(", ", topics.Select(t => t.Name))}");
+        }
+        catch (CreateTopicsException e) when (e.Results.All(r => r.Error.Code is ErrorCode.NoError or ErrorCode.TopicAlreadyExists))
+        {
+            // Another instance created them first.
+        }
+        catch (Exception e) when (e is KafkaException && IsUnsupported(((KafkaException)e).Error.Code))
+        {
+            Log.Warn($"the broker does not support CreateTopics ({((KafkaException)e).Error.Reason}); relying on its auto-creation of " +
+                     string.Join(", ", topics.Select(t => t.Name)));
+        }
+    }
+
+    private static bool IsUnsupported(ErrorCode code) =>
+        code is ErrorCode.UnsupportedVersion or ErrorCode.Local_UnsupportedFeature or ErrorCode.Local_TimedOut
+            or ErrorCode.RequestTimedOut or ErrorCode.InvalidRequest;
+}

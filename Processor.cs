@@ -1,0 +1,504 @@
+using System.Diagnostics;
+using System.Text;
+using Confluent.Kafka;
+using Npgsql;
+
+namespace PromoStream;
+
+/// <summary>A Kafka error after which this instance must not go on: fenced by a newer instance, or a fatal producer state.</summary>
+internal sealed class FatalKafkaException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>
+/// The stream processor: consume a batch → validate → drop inactive → dedup → enrich → deliver, where delivery
+/// writes the rows to PostgreSQL (idempotent upsert) and, in one Kafka transaction, the notifications, the DLQ
+/// records, the dedup changelog and the consumer offsets. The database commit always precedes the Kafka commit,
+/// so a crash between them replays the batch: the upsert adds nothing and Kafka gets the output it never committed.
+/// </summary>
+internal sealed class Processor : IDisposable
+{
+    private sealed class Batch
+    {
+        public readonly List<ConsumeResult<byte[]?, byte[]?>> Messages = [];
+        public readonly Dictionary<TopicPartition, long> FirstOffsets = [];
+        public readonly Dictionary<TopicPartition, long> NextOffsets = [];
+
+        public void Add(ConsumeResult<byte[]?, byte[]?> m)
+        {
+            Messages.Add(m);
+            FirstOffsets.TryAdd(m.TopicPartition, m.Offset.Value);
+            NextOffsets[m.TopicPartition] = m.Offset.Value + 1;
+        }
+
+        public void DropPartitions(IReadOnlySet<int> partitions)
+        {
+            Messages.RemoveAll(m => partitions.Contains(m.Partition.Value));
+            foreach (var tp in FirstOffsets.Keys.Where(tp => partitions.Contains(tp.Partition.Value)).ToList())
+            {
+                FirstOffsets.Remove(tp);
+                NextOffsets.Remove(tp);
+            }
+        }
+    }
+
+    private sealed class Outcome
+    {
+        public readonly List<CampaignFanout> Fanouts = [];
+        public readonly List<(ConsumeResult<byte[]?, byte[]?> Message, string Reason)> Invalid = [];
+        public readonly List<(CampaignKey Key, int Partition)> FirstSeen = [];
+        public readonly List<long> OutputTimestampsMs = [];
+        public long SeenAt, Inactive, Duplicates, NoSubscribers, Notifications;
+    }
+
+    private readonly Settings _settings;
+    private readonly CancellationToken _stop;
+    private readonly int? _stopWhenIdleSeconds;
+    private readonly bool _transactional;
+    private readonly FeedbackStore _store;
+    private readonly SubscriberDirectory _subscribers;
+    private readonly DedupWindow _dedup;
+    private readonly IProducer<byte[], byte[]> _producer;
+    private readonly IConsumer<byte[]?, byte[]?> _consumer;
+    private readonly ProcessorStats _stats = new();
+    private readonly HashSet<int> _revokedDuringBatch = [];
+    private readonly Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
+    private long _deliveryFailures;
+    private bool _hasAssignment;
+
+    public ProcessorStats Stats => _stats;
+
+    private Processor(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, FeedbackStore store)
+    {
+        _settings = settings;
+        _stop = stop;
+        _stopWhenIdleSeconds = stopWhenIdleSeconds;
+        _transactional = settings.Processing.Transactions;
+        _store = store;
+        _subscribers = new SubscriberDirectory(store.DataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds));
+        _dedup = new DedupWindow(settings.Processing.DedupWindowSeconds);
+        _onDelivery = _transactional ? null : r => { if (r.Error.IsError) Interlocked.Increment(ref _deliveryFailures); };
+        _producer = new ProducerBuilder<byte[], byte[]>(Kafka.Producer(settings.Kafka, _transactional))
+            .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("producer", e)).Build();
+        _consumer = new ConsumerBuilder<byte[]?, byte[]?>(Kafka.Consumer(settings.Kafka))
+            .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("consumer", e))
+            .SetPartitionsAssignedHandler((_, assigned) => OnAssigned(assigned))
+            .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked.Select(r => r.TopicPartition)))
+            .SetPartitionsLostHandler((_, lost) => OnRevoked(lost.Select(r => r.TopicPartition)))
+            .Build();
+    }
+
+    /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
+    public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop)
+    {
+        using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
+        FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
+            TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
+        using var store = new FeedbackStore(dataSource);
+        store.CheckSchema();
+        Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
+        Kafka.EnsureTopics(settings.Kafka, settings.Processing.DedupWindowSeconds);
+        using var processor = new Processor(settings, stopWhenIdleSeconds, stop, store);
+        processor.Loop();
+        return processor._stats;
+    }
+
+    private void Loop()
+    {
+        if (_transactional) InitTransactions();
+        _consumer.Subscribe(_settings.Kafka.InputTopic);
+        Log.Info($"processing {_settings.Kafka.InputTopic} -> {_settings.Kafka.OutputTopic} (group {_settings.Kafka.GroupId}, " +
+                 $"transactional id {(_transactional ? _settings.Kafka.TransactionalId : "none: transactions off")})");
+        var started = Stopwatch.StartNew();
+        var lastInput = Stopwatch.StartNew();
+        var lastStats = Stopwatch.StartNew();
+        while (!_stop.IsCancellationRequested)
+        {
+            var batch = ConsumeBatch();
+            if (batch.Messages.Count > 0)
+            {
+                lastInput.Restart();
+                ProcessBatch(batch);
+            }
+            if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
+            {
+                Log.Info(_stats.Line(_dedup.Count));
+                lastStats.Restart();
+            }
+            if (IsIdleLongEnough(lastInput, started)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
+        }
+        Log.Info(_stats.Line(_dedup.Count));
+        _consumer.Close(); // leaves the group now, so the partitions move without waiting for a session timeout
+    }
+
+    // The idle clock starts once partitions are assigned, so a slow group join is not mistaken for an empty topic.
+    private bool IsIdleLongEnough(Stopwatch lastInput, Stopwatch started)
+    {
+        if (_stopWhenIdleSeconds is not { } idle) return false;
+        if (!_hasAssignment && started.Elapsed.TotalSeconds < Math.Max(idle, 30)) { lastInput.Restart(); return false; }
+        return lastInput.Elapsed.TotalSeconds >= idle;
+    }
+
+    private void InitTransactions()
+    {
+        try
+        {
+            _producer.InitTransactions(TimeSpan.FromSeconds(_settings.Kafka.ConnectTimeoutSeconds));
+        }
+        catch (KafkaException e)
+        {
+            throw new ServiceUnreachableException(
+                $"cannot initialise Kafka transactions at {_settings.Kafka.BootstrapServers} (transactional id {_settings.Kafka.TransactionalId}): {e.Error.Reason}");
+        }
+    }
+
+    private Batch ConsumeBatch()
+    {
+        var batch = new Batch();
+        _revokedDuringBatch.Clear();
+        var first = ConsumeOne(TimeSpan.FromMilliseconds(200));
+        if (first is null) return batch;
+        batch.Add(first);
+        var window = Stopwatch.StartNew();
+        var maxWait = TimeSpan.FromMilliseconds(_settings.Processing.BatchMaxMs);
+        while (batch.Messages.Count < _settings.Processing.BatchMaxEvents)
+        {
+            var left = maxWait - window.Elapsed;
+            if (left <= TimeSpan.Zero) break;
+            var next = ConsumeOne(left);
+            if (next is null) break;
+            batch.Add(next);
+        }
+        // Messages of partitions revoked mid-batch belong to their new owner, who resumes from the committed offset.
+        if (_revokedDuringBatch.Count > 0) batch.DropPartitions(_revokedDuringBatch);
+        return batch;
+    }
+
+    private ConsumeResult<byte[]?, byte[]?>? ConsumeOne(TimeSpan timeout)
+    {
+        try
+        {
+            var result = _consumer.Consume(timeout);
+            return result is { IsPartitionEOF: false } ? result : null;
+        }
+        catch (ConsumeException e) when (!e.Error.IsFatal)
+        {
+            Log.WarnEvery(TimeSpan.FromSeconds(30), "consume", $"Kafka consume error: {e.Error.Reason}");
+            return null;
+        }
+    }
+
+    private void ProcessBatch(Batch batch)
+    {
+        var clock = Stopwatch.StartNew();
+        var outcome = EvaluateWithRetry(batch);
+        if (outcome is null) { Rewind(batch); return; }
+        if (Deliver(batch, outcome))
+        {
+            _stats.Committed(batch.Messages.Count, outcome.Invalid.Count, outcome.Inactive, outcome.Duplicates,
+                outcome.NoSubscribers, outcome.Notifications, clock.Elapsed, outcome.OutputTimestampsMs);
+        }
+        else
+        {
+            foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
+            Rewind(batch);
+        }
+    }
+
+    /// <summary>Evaluation reads subscribers from PostgreSQL; while the database is down, wait and try again.</summary>
+    private Outcome? EvaluateWithRetry(Batch batch)
+    {
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (true)
+        {
+            var outcome = new Outcome();
+            try
+            {
+                Evaluate(batch, outcome);
+                if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
+                return outcome;
+            }
+            catch (Exception e) when (e is NpgsqlException or TimeoutException)
+            {
+                foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
+                WarnDatabase(e, backoff);
+                if (!backoff.Wait(_stop)) return null;
+            }
+        }
+    }
+
+    private void Evaluate(Batch batch, Outcome outcome)
+    {
+        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        outcome.SeenAt = now;
+        var firstSeen = new List<(Campaign Campaign, long TimestampMs)>();
+        var restaurants = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var message in batch.Messages)
+        {
+            if (!CampaignParser.TryParse(message.Message.Value, out var campaign, out var reason))
+            {
+                outcome.Invalid.Add((message, reason));
+                continue;
+            }
+            if (!campaign!.IsActiveAt(now)) { outcome.Inactive++; continue; }
+            if (!_dedup.TryAdd(campaign.Key, message.Partition.Value, now)) { outcome.Duplicates++; continue; }
+            outcome.FirstSeen.Add((campaign.Key, message.Partition.Value));
+            firstSeen.Add((campaign, message.Message.Timestamp.UnixTimestampMs));
+            restaurants.Add(campaign.RestaurantId);
+        }
+        _subscribers.Prepare(restaurants);
+        foreach (var (campaign, timestampMs) in firstSeen)
+        {
+            var clients = _subscribers.ClientsOf(campaign.RestaurantId);
+            if (clients.Length == 0) { outcome.NoSubscribers++; continue; }
+            outcome.Fanouts.Add(new CampaignFanout(campaign, clients, new NotificationTemplate(campaign, now), now));
+            outcome.Notifications += clients.Length;
+            outcome.OutputTimestampsMs.Add(timestampMs);
+        }
+    }
+
+    /// <summary>
+    /// Writes one batch to both sinks. True when committed; false when the batch was given up (the caller rewinds
+    /// and it is processed again). Each failure class has one place: database errors wait for the database,
+    /// abortable Kafka errors abort and replay, fatal Kafka errors throw.
+    /// </summary>
+    private bool Deliver(Batch batch, Outcome outcome)
+    {
+        var feedbackWritten = outcome.Fanouts.Count == 0;
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (true)
+        {
+            // Stopping while the rows are unwritten gives the batch up; once they are written, finish the commit.
+            if (_stop.IsCancellationRequested && !feedbackWritten) return false;
+            Task<int>? feedback = null;
+            try
+            {
+                if (_transactional) _producer.BeginTransaction();
+                // The database write overlaps the Kafka produce; the Kafka commit still waits for it.
+                if (!feedbackWritten) feedback = Task.Run(() => _store.Write(outcome.Fanouts));
+                ProduceNotificationsAndDeadLetters(outcome);
+                if (feedback is not null && !AwaitFeedback(feedback))
+                {
+                    AbortQuietly();
+                    if (!WriteFeedbackUntilDone(outcome)) return false;
+                    feedbackWritten = true;
+                    continue;
+                }
+                feedbackWritten = true;
+                // Only now: a changelog entry must never exist for rows that are not in the database, even in an
+                // open transaction, since some brokers (the embedded one) let readers see those.
+                ProduceChangelog(outcome);
+                CommitOffsetsAndOutput(batch);
+                return true;
+            }
+            catch (KafkaException e) when (IsFatal(e))
+            {
+                throw new FatalKafkaException(FatalMessage(e), e);
+            }
+            catch (KafkaException e)
+            {
+                feedback?.ContinueWith(_ => { }).Wait(); // never leave a database write running under the next batch
+                feedbackWritten |= feedback is { IsCompletedSuccessfully: true };
+                _stats.Aborted();
+                Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
+                AbortQuietly();
+                backoff.Wait(_stop);
+                return false;
+            }
+        }
+    }
+
+    private bool AwaitFeedback(Task<int> feedback)
+    {
+        try
+        {
+            _stats.RowsWritten(feedback.GetAwaiter().GetResult());
+            return true;
+        }
+        catch (Exception e) when (e is NpgsqlException or TimeoutException)
+        {
+            WarnDatabase(e, new Backoff(0));
+            return false;
+        }
+    }
+
+    /// <summary>The database is down: hold the batch and keep Kafka offsets where they are until its rows are written.</summary>
+    private bool WriteFeedbackUntilDone(Outcome outcome)
+    {
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (backoff.Wait(_stop))
+        {
+            try
+            {
+                _stats.RowsWritten(_store.Write(outcome.Fanouts));
+                Log.Info($"PostgreSQL is reachable again after {backoff.Elapsed.TotalSeconds:0.0}s; resuming");
+                return true;
+            }
+            catch (Exception e) when (e is NpgsqlException or TimeoutException)
+            {
+                WarnDatabase(e, backoff);
+            }
+        }
+        return false;
+    }
+
+    private void WarnDatabase(Exception e, Backoff backoff) =>
+        Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
+            $"PostgreSQL at {_settings.Postgres.Describe()} failed: {FeedbackStore.Describe(e)}; " +
+            $"retrying with backoff up to {_settings.Processing.RetryBackoffMaxMs} ms, Kafka offsets held");
+
+    private void ProduceNotificationsAndDeadLetters(Outcome outcome)
+    {
+        var k = _settings.Kafka;
+        foreach (var fanout in outcome.Fanouts)
+            foreach (var client in fanout.Clients)
+                Produce(new TopicPartition(k.OutputTopic, Partition.Any), Encoding.UTF8.GetBytes(client), fanout.Template.For(client), null);
+        foreach (var (message, reason) in outcome.Invalid)
+            Produce(new TopicPartition(k.DlqTopic, Partition.Any), message.Message.Key!, message.Message.Value!, DeadLetterHeaders(message, reason));
+    }
+
+    private void ProduceChangelog(Outcome outcome)
+    {
+        var k = _settings.Kafka;
+        var seenAt = DedupChangelog.EncodeValue(outcome.SeenAt);
+        foreach (var (key, partition) in outcome.FirstSeen)
+            Produce(new TopicPartition(k.DedupTopic, partition), DedupChangelog.EncodeKey(key), seenAt, null);
+    }
+
+    private void Produce(TopicPartition destination, byte[] key, byte[] value, Headers? headers)
+    {
+        var message = new Message<byte[], byte[]> { Key = key, Value = value, Headers = headers };
+        while (true)
+        {
+            try
+            {
+                _producer.Produce(destination, message, _onDelivery);
+                return;
+            }
+            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull)
+            {
+                _producer.Poll(TimeSpan.FromMilliseconds(20)); // the local queue drains as the broker acknowledges
+            }
+        }
+    }
+
+    /// <summary>The original bytes and key, the original headers, and why it was rejected and where it came from.</summary>
+    private static Headers DeadLetterHeaders(ConsumeResult<byte[]?, byte[]?> message, string reason)
+    {
+        var headers = new Headers();
+        if (message.Message.Headers is { } original)
+            foreach (var h in original) headers.Add(h.Key, h.GetValueBytes());
+        headers.Add("dlq.reason", Encoding.UTF8.GetBytes(reason));
+        headers.Add("dlq.source.topic", Encoding.UTF8.GetBytes(message.Topic));
+        headers.Add("dlq.source.partition", Encoding.ASCII.GetBytes(message.Partition.Value.ToString()));
+        headers.Add("dlq.source.offset", Encoding.ASCII.GetBytes(message.Offset.Value.ToString()));
+        return headers;
+    }
+
+    private void CommitOffsetsAndOutput(Batch batch)
+    {
+        var offsets = batch.NextOffsets.Select(o => new TopicPartitionOffset(o.Key, o.Value)).ToList();
+        var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
+        if (!_transactional)
+        {
+            _producer.Flush(timeout);
+            if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
+                throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
+            _consumer.Commit(offsets);
+            return;
+        }
+        _producer.SendOffsetsToTransaction(offsets, _consumer.ConsumerGroupMetadata, timeout);
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (true)
+        {
+            try
+            {
+                _producer.CommitTransaction(timeout);
+                _stats.Transaction();
+                return;
+            }
+            catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
+            {
+                // The commit's outcome is unknown, and retrying it is the documented way to learn it.
+                Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-commit", $"Kafka commit not confirmed ({e.Error.Reason}); retrying");
+                backoff.Wait(_stop);
+            }
+        }
+    }
+
+    private void AbortQuietly()
+    {
+        if (!_transactional) return;
+        try { _producer.AbortTransaction(TimeSpan.FromSeconds(30)); }
+        catch (KafkaException e) when (IsFatal(e)) { throw new FatalKafkaException(FatalMessage(e), e); }
+        catch (KafkaException e) { Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-abort", $"Kafka abort failed: {e.Error.Reason}"); }
+    }
+
+    /// <summary>Puts the consumer back at the first offset of the batch, so the batch is read again.</summary>
+    private void Rewind(Batch batch)
+    {
+        foreach (var (partition, offset) in batch.FirstOffsets)
+        {
+            try { _consumer.Seek(new TopicPartitionOffset(partition, offset)); }
+            catch (KafkaException) { /* no longer ours: its new owner starts from the committed offset */ }
+        }
+    }
+
+    internal static bool IsFatal(KafkaException e) =>
+        e.Error.IsFatal || e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.TransactionalIdAuthorizationFailed
+            or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced;
+
+    private string FatalMessage(KafkaException e) => FatalMessage(e, _settings.Kafka.TransactionalId);
+
+    internal static string FatalMessage(KafkaException e, string transactionalId) => e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced
+        ? $"fenced: another instance took over transactional id '{transactionalId}'; this one must stop ({e.Error.Reason})"
+        : $"fatal Kafka error ({e.Error.Code}): {e.Error.Reason}";
+
+    private void OnAssigned(List<TopicPartition> assigned)
+    {
+        _hasAssignment = true;
+        var partitions = assigned.Select(p => p.Partition.Value).ToList();
+        var clock = Stopwatch.StartNew();
+        var restored = DedupChangelog.Restore(Kafka.Client(_settings.Kafka), _settings.Kafka.DedupTopic, partitions, _dedup,
+            _settings.Processing.DedupWindowSeconds, TimeSpan.FromSeconds(Math.Max(60, _settings.Kafka.ConnectTimeoutSeconds)));
+        Log.Info($"assigned partitions [{string.Join(",", partitions)}]; dedup window restored: {restored} entries in {clock.ElapsedMilliseconds} ms");
+    }
+
+    private void OnRevoked(IEnumerable<TopicPartition> revoked)
+    {
+        var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
+        _revokedDuringBatch.UnionWith(partitions);
+        _dedup.DropPartitions(partitions);
+        Log.Info($"revoked partitions [{string.Join(",", partitions.Order())}]");
+    }
+
+    private static void OnKafkaLog(IClient _, LogMessage m)
+    {
+        if (m.Level <= SyslogLevel.Warning) Log.WarnEvery(TimeSpan.FromSeconds(30), "rdkafka:" + m.Facility, $"Kafka: {m.Message}");
+    }
+
+    private static void OnKafkaError(string client, Error e)
+    {
+        if (e.IsFatal) Log.Error($"Kafka {client}: fatal: {e.Reason}");
+        else Log.WarnEvery(TimeSpan.FromSeconds(30), "kafka-error:" + e.Code, $"Kafka {client}: {e.Reason}");
+    }
+
+    public void Dispose()
+    {
+        _consumer.Dispose();
+        _producer.Dispose();
+    }
+}
+
+/// <summary>Exponential backoff with a cap; Wait returns false when stopping.</summary>
+internal sealed class Backoff(int maxMs)
+{
+    private readonly Stopwatch _since = Stopwatch.StartNew();
+    public int Attempts { get; private set; }
+    public TimeSpan Elapsed => _since.Elapsed;
+
+    public bool Wait(CancellationToken stop)
+    {
+        var delay = Math.Min(maxMs, 100 * (1 << Math.Min(Attempts, 16)));
+        Attempts++;
+        return !stop.WaitHandle.WaitOne(delay + Random.Shared.Next(delay / 5 + 1));
+    }
+}

@@ -1,0 +1,63 @@
+namespace PromoStream;
+
+/// <summary>Counters for the stats line, and the end-to-end latency of committed output.</summary>
+internal sealed class ProcessorStats
+{
+    // One bucket per millisecond up to a minute: exact percentiles in fixed memory however long the stream.
+    private readonly long[] _latencyMs = new long[60_001];
+    private readonly System.Diagnostics.Stopwatch _sinceStart = System.Diagnostics.Stopwatch.StartNew();
+
+    public long Consumed, Invalid, Inactive, Duplicates, NoSubscribers, Notifications, Rows, Transactions, Aborts;
+    public double LastBatchMs;
+    public TimeSpan? FirstInputAt, LastCommitAt;
+
+    public void Committed(int consumed, int invalid, long inactive, long duplicates, long noSubscribers, long notifications,
+        TimeSpan batchTime, List<long> outputTimestampsMs)
+    {
+        var now = _sinceStart.Elapsed;
+        FirstInputAt ??= now - batchTime;
+        LastCommitAt = now;
+        Consumed += consumed; Invalid += invalid; Inactive += inactive; Duplicates += duplicates;
+        NoSubscribers += noSubscribers; Notifications += notifications;
+        LastBatchMs = batchTime.TotalMilliseconds;
+        var commitMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        foreach (var t in outputTimestampsMs) _latencyMs[Math.Clamp(commitMs - t, 0, _latencyMs.Length - 1)]++;
+    }
+
+    public void RowsWritten(int rows) => Rows += rows;
+    public void Transaction() => Transactions++;
+    public void Aborted() => Aborts++;
+
+    public long LatencyPercentileMs(double p)
+    {
+        var total = _latencyMs.Sum();
+        if (total == 0) return 0;
+        var rank = (long)Math.Ceiling(p / 100 * total);
+        long seen = 0;
+        for (var ms = 0; ms < _latencyMs.Length; ms++)
+            if ((seen += _latencyMs[ms]) >= rank) return ms;
+        return _latencyMs.Length - 1;
+    }
+
+    public static long PeakRssMb()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024;
+        return 0;
+    }
+
+    public string Line(int dedupKeys) =>
+        $"stats consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} no_subscribers={NoSubscribers} " +
+        $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts} " +
+        $"last_batch_ms={LastBatchMs:0} dedup_keys={dedupKeys}";
+
+    /// <summary>The one line scripts and the benchmark parse when the processor exits.</summary>
+    public string FinalLine()
+    {
+        var busy = (LastCommitAt ?? TimeSpan.Zero) - (FirstInputAt ?? TimeSpan.Zero);
+        return $"final consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} no_subscribers={NoSubscribers} " +
+               $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts} " +
+               $"busy_s={busy.TotalSeconds:0.000} p50_ms={LatencyPercentileMs(50)} p99_ms={LatencyPercentileMs(99)} peak_rss_mb={PeakRssMb()}";
+    }
+}

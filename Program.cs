@@ -1,0 +1,109 @@
+using System.Runtime.InteropServices;
+using PromoStream;
+
+CommandLine cli;
+try
+{
+    cli = CommandLine.Parse(args);
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}; {CommandLine.UsageHint}");
+    return 2;
+}
+if (cli.Mode == Mode.Help)
+{
+    Console.WriteLine(CommandLine.Help);
+    return 0;
+}
+
+// Ctrl+C and SIGTERM ask for a clean stop: the current batch is committed or aborted, the consumer leaves its group.
+using var stopping = new CancellationTokenSource();
+using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, RequestStop);
+using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, RequestStop);
+var stop = stopping.Token;
+
+try
+{
+    return cli.Mode switch
+    {
+        Mode.Process => RunProcessor(),
+        Mode.InitDb => InitDatabase(),
+        Mode.Produce => Simulator.Run(Settings.Load(cli.ConfigPath), SimulatorOptions.From(cli), stop),
+        Mode.Broker => RunBroker(),
+        Mode.Demo => Demo.Run(cli, stop),
+        Mode.Bench => Bench.Run(cli, stop),
+        _ => 2,
+    };
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}; {CommandLine.UsageHint}");
+    return 2;
+}
+catch (ConfigException e)
+{
+    Log.Error($"configuration: {e.Message}");
+    return 2;
+}
+catch (Exception e) when (e is SchemaException or ServiceUnreachableException)
+{
+    Log.Error(e.Message);
+    return 1;
+}
+catch (FatalKafkaException e)
+{
+    Log.Error(e.Message);
+    return 3;
+}
+catch (Exception e)
+{
+    Log.Error($"{e.GetType().Name}: {e.Message}");
+    return 1;
+}
+
+void RequestStop(PosixSignalContext context)
+{
+    context.Cancel = true;
+    if (!stopping.IsCancellationRequested) Log.Info($"{context.Signal} received; stopping");
+    stopping.Cancel();
+}
+
+int RunProcessor()
+{
+    var settings = Settings.Load(cli.ConfigPath);
+    int? idle = cli.Has("--stop-when-idle") ? cli.Int("--stop-when-idle", 0, 1, 86400) : null;
+    var stats = Processor.Run(settings, idle, stop);
+    Console.WriteLine(stats.FinalLine());
+    return 0;
+}
+
+int InitDatabase()
+{
+    var settings = Settings.Load(cli.ConfigPath);
+    using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
+    FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
+    using var store = new FeedbackStore(dataSource);
+    store.ApplySchema();
+    store.CheckSchema();
+    Log.Info($"schema applied to {settings.Postgres.Describe()}");
+    return 0;
+}
+
+int RunBroker()
+{
+    using var kafka = EmbeddedKafka.Start();
+    if (cli.Has("--config"))
+    {
+        var k = Settings.Load(cli.ConfigPath).Kafka;
+        var partitions = cli.Int("--partitions", k.TopicPartitions, 1, 10_000);
+        // The embedded broker cannot create topics on request; make the configured ones with the wanted counts now.
+        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic, k.DedupTopic }) kafka.CreateTopic(topic, partitions);
+        Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic}, {k.DedupTopic} with {partitions} partitions");
+    }
+    if (cli.String("--broker-file") is { } file) File.WriteAllText(file, kafka.BootstrapServers + "\n");
+    Console.WriteLine($"bootstrap: {kafka.BootstrapServers}");
+    Log.Info("embedded Kafka running; Ctrl+C to stop (its data dies with this process)");
+    stop.WaitHandle.WaitOne();
+    return 0;
+}
