@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using Confluent.Kafka;
+
+namespace PromoStream;
+
+/// <summary>
+/// The benchmark. The embedded Kafka and the load generator live in this process; the processor runs as a child
+/// process (the real `--process`), so its peak RSS is its own. Baselines A (PostgreSQL alone) and B (Kafka alone)
+/// write the very rows and records the pipeline writes, in the same batches, the same way.
+/// </summary>
+internal static class Bench
+{
+    private sealed record Workload(int Events, int Restaurants, int Subscriptions, int Partitions, int Seed);
+
+    private sealed record PipelineRun(long Consumed, long Rows, double BusySeconds, long P50Ms, long P99Ms, long PeakRssMb)
+    {
+        public double EventsPerSecond => Consumed / BusySeconds;
+        public double RowsPerSecond => Rows / BusySeconds;
+    }
+
+    public static int Run(CommandLine cli, CancellationToken stop)
+    {
+        var workload = new Workload(
+            Events: cli.Int("--events", 200_000, 100),
+            Restaurants: cli.Int("--restaurants", 5_000, 1),
+            Subscriptions: cli.Int("--subscriptions", 50_000, 1),
+            Partitions: cli.Int("--partitions", 64, 1, 1024),
+            Seed: cli.Int("--seed", 1));
+        var latencySeconds = cli.Int("--latency-seconds", 20, 1, 3600);
+        var scale = cli.Int("--scale", 1, 1, 16);
+        var compareEos = !cli.Has("--no-eos-compare");
+
+        Log.Info($"bench: {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, " +
+                 $"{workload.Partitions} partitions; machine: {Environment.ProcessorCount} cores; starting the embedded stack");
+        using var stack = EmbeddedStack.Start();
+        var work = Directory.CreateTempSubdirectory("promostream-bench-");
+        try
+        {
+            var baseSettings = stack.CreateSettings(1, "bench-setup");
+            using var dataSource = FeedbackStore.CreateDataSource(baseSettings.Postgres.ConnectionString);
+            using (var store = new FeedbackStore(dataSource)) store.ApplySchema();
+            Simulator.SeedSubscribers(dataSource, Options(workload, 0, 0));
+
+            var eos = Pipeline(stack, work, workload, "eos", transactions: true, stop);
+            var fanouts = ExpectedBatches(dataSource, workload, batchEvents: 5000);
+            var a = BaselinePostgres(dataSource, fanouts);
+            var b = BaselineKafka(stack, workload, fanouts);
+            var noEos = compareEos ? Pipeline(stack, work, workload, "noeos", transactions: false, stop) : null;
+            var latency = LatencyPhase(stack, work, workload, latencySeconds, stop);
+            var scaled = scale > 1
+                ? Pipeline(stack, work, workload with { Events = workload.Events * scale, Partitions = workload.Partitions * scale }, $"x{scale}", true, stop)
+                : null;
+
+            var ratio = eos.BusySeconds / Math.Max(a.TotalSeconds, b.TotalSeconds);
+            var overhead = noEos is null ? 0 : (eos.BusySeconds / noEos.BusySeconds - 1) * 100;
+            Console.WriteLine($"""
+                bench results ({Environment.ProcessorCount} cores, {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, {workload.Partitions} partitions)
+                  pipeline (exactly-once)   {eos.BusySeconds,8:0.00} s  {eos.EventsPerSecond,9:0} events/s  {eos.RowsPerSecond,9:0} rows/s  rows={eos.Rows}  peak_rss={eos.PeakRssMb} MB
+                  pipeline (no transactions){(noEos is null ? "   skipped" : $"{noEos.BusySeconds,8:0.00} s  {noEos.EventsPerSecond,9:0} events/s")}
+                  baseline A (PostgreSQL)   {a.TotalSeconds,8:0.00} s  {fanouts.Sum(f => f.Sum(x => x.Clients.Length)) / a.TotalSeconds,9:0} rows/s
+                  baseline B (Kafka, txn)   {b.TotalSeconds,8:0.00} s
+                  ratio pipeline/max(A,B)   {ratio,8:0.00}
+                  exactly-once overhead     {overhead,8:0.0} %
+                  latency at 1000 events/s  p50={latency.P50Ms} ms  p99={latency.P99Ms} ms  ({latency.Consumed} events over {latencySeconds} s)
+                """);
+            if (scaled is not null)
+                Console.WriteLine($"  scaling x{scale}: {scaled.EventsPerSecond:0} events/s (x1: {eos.EventsPerSecond:0}), peak_rss {scaled.PeakRssMb} MB (x1: {eos.PeakRssMb} MB, {(scaled.PeakRssMb / (double)eos.PeakRssMb - 1) * 100:0.0}% more)");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"bench: events_per_s={eos.EventsPerSecond:0} rows_per_s={eos.RowsPerSecond:0} p99_ms={latency.P99Ms} peak_rss_mb={eos.PeakRssMb} ratio={ratio:0.00} eos_overhead_pct={overhead:0}"));
+            return 0;
+        }
+        finally
+        {
+            work.Delete(recursive: true);
+        }
+    }
+
+    private static SimulatorOptions Options(Workload w, int count, int rate) => new(
+        Count: count, Rate: rate, Duplicates: 0.10, Malformed: 0.02, Expired: 0.05, NoSubscribers: 0.05,
+        Seed: w.Seed, Restaurants: w.Restaurants, SeedSubscribers: w.Subscriptions, File: null, ExpectFile: null);
+
+    /// <summary>One pipeline run: a processor child on fresh topics, fed the workload while it runs.</summary>
+    private static PipelineRun Pipeline(EmbeddedStack stack, DirectoryInfo work, Workload w, string name, bool transactions, CancellationToken stop)
+    {
+        Truncate(stack);
+        var settings = stack.CreateSettings(w.Partitions, $"bench-{name}");
+        Log.Info($"bench: pipeline '{name}' ({(transactions ? "exactly-once" : "transactions off")}), {w.Events} events");
+        using var processor = StartProcessor(work, settings, name, transactions);
+        processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
+        Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, w.Events, 0), DateTimeOffset.UtcNow.ToUnixTimeSeconds()), w.Events, 0, stop);
+        return processor.WaitForFinal(TimeSpan.FromMinutes(30));
+    }
+
+    private static PipelineRun LatencyPhase(EmbeddedStack stack, DirectoryInfo work, Workload w, int seconds, CancellationToken stop)
+    {
+        Truncate(stack);
+        var settings = stack.CreateSettings(w.Partitions, "bench-latency");
+        Log.Info($"bench: latency phase, 1000 events/s for {seconds} s");
+        using var processor = StartProcessor(work, settings, "latency", transactions: true);
+        processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
+        Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, seconds * 1000, 1000) with { Seed = w.Seed + 1 }, DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+            seconds * 1000, 1000, stop);
+        return processor.WaitForFinal(TimeSpan.FromMinutes(5));
+    }
+
+    private static void Truncate(EmbeddedStack stack)
+    {
+        using var dataSource = FeedbackStore.CreateDataSource(stack.Postgres.ConnectionString);
+        using var command = dataSource.CreateCommand("TRUNCATE public.subscribers_feedback");
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>The notifications the pipeline computes for the workload, cut into the batches it would commit.</summary>
+    private static List<List<CampaignFanout>> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, int batchEvents)
+    {
+        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromHours(1));
+        var seen = new HashSet<CampaignKey>();
+        var batches = new List<List<CampaignFanout>>();
+        var campaigns = new List<Campaign>();
+        var i = 0;
+        foreach (var e in Simulator.Generate(Options(w, w.Events, 0), now))
+        {
+            if (CampaignParser.TryParse(e.Value, out var c, out _) && c!.IsActiveAt(now) && seen.Add(c.Key)) campaigns.Add(c);
+            if (++i % batchEvents != 0) continue;
+            batches.Add(Fanouts(subscribers, campaigns, now));
+            campaigns.Clear();
+        }
+        if (campaigns.Count > 0) batches.Add(Fanouts(subscribers, campaigns, now));
+        return batches;
+    }
+
+    private static List<CampaignFanout> Fanouts(SubscriberDirectory subscribers, List<Campaign> campaigns, long now)
+    {
+        subscribers.Prepare(campaigns.Select(c => c.RestaurantId).ToHashSet());
+        return campaigns.Select(c => (c, clients: subscribers.ClientsOf(c.RestaurantId))).Where(x => x.clients.Length > 0)
+            .Select(x => new CampaignFanout(x.c, x.clients, new NotificationTemplate(x.c, now), now)).ToList();
+    }
+
+    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<List<CampaignFanout>> batches)
+    {
+        using (var truncate = dataSource.CreateCommand("TRUNCATE public.subscribers_feedback")) truncate.ExecuteNonQuery();
+        Log.Info($"bench: baseline A, {batches.Sum(b => b.Sum(f => f.Clients.Length))} rows upserted into PostgreSQL alone");
+        using var store = new FeedbackStore(dataSource);
+        var clock = Stopwatch.StartNew();
+        foreach (var batch in batches) store.Write(batch);
+        return clock.Elapsed;
+    }
+
+    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<CampaignFanout>> batches)
+    {
+        var settings = stack.CreateSettings(w.Partitions, "bench-kafka-only");
+        Log.Info("bench: baseline B, the same records produced transactionally to Kafka alone");
+        using var producer = new ProducerBuilder<byte[], byte[]>(Kafka.Producer(settings.Kafka, transactional: true)).SetLogHandler((_, _) => { }).Build();
+        producer.InitTransactions(TimeSpan.FromSeconds(30));
+        var clock = Stopwatch.StartNew();
+        foreach (var batch in batches)
+        {
+            producer.BeginTransaction();
+            foreach (var fanout in batch)
+                foreach (var client in fanout.Clients)
+                    Simulator.ProduceWithBackpressure(producer, settings.Kafka.OutputTopic,
+                        new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = fanout.Template.For(client) }, null!);
+            producer.CommitTransaction();
+        }
+        return clock.Elapsed;
+    }
+
+    private static ProcessorChild StartProcessor(DirectoryInfo work, Settings s, string name, bool transactions)
+    {
+        var config = Path.Combine(work.FullName, $"{name}.yaml");
+        File.WriteAllText(config, $"""
+            kafka:
+              bootstrap_servers: "{s.Kafka.BootstrapServers}"
+              input_topic: "{s.Kafka.InputTopic}"
+              output_topic: "{s.Kafka.OutputTopic}"
+              dlq_topic: "{s.Kafka.DlqTopic}"
+              group_id: "{s.Kafka.GroupId}"
+              transactional_id: "{s.Kafka.TransactionalId}"
+              create_topics: false
+              session_timeout_ms: 6000
+            postgres:
+              connection_string: "{s.Postgres.ConnectionString}"
+            processing:
+              transactions: {(transactions ? "true" : "false")}
+            """);
+        return new ProcessorChild(config);
+    }
+
+    /// <summary>`--process` as a child process; its log lines pass through so the bench shows progress.</summary>
+    private sealed class ProcessorChild : IDisposable
+    {
+        private readonly Process _process;
+        private readonly List<string> _lines = [];
+
+        public ProcessorChild(string config)
+        {
+            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"), "--process", "--config", config, "--stop-when-idle", "3" })
+                start.ArgumentList.Add(a);
+            _process = Process.Start(start)!;
+            _process.OutputDataReceived += (_, e) => Add(e.Data, echo: false);
+            _process.ErrorDataReceived += (_, e) => Add(e.Data, echo: true);
+            _process.BeginOutputReadLine();
+            _process.BeginErrorReadLine();
+        }
+
+        private void Add(string? line, bool echo)
+        {
+            if (line is null) return;
+            lock (_lines) _lines.Add(line);
+            if (echo && (line.Contains(" stats ") || line.Contains("WARN") || line.Contains("ERROR"))) Console.Error.WriteLine("  processor: " + line);
+        }
+
+        private string? Find(string text) { lock (_lines) return _lines.FirstOrDefault(l => l.Contains(text, StringComparison.Ordinal)); }
+
+        public void WaitFor(string text, TimeSpan timeout)
+        {
+            var clock = Stopwatch.StartNew();
+            while (Find(text) is null)
+            {
+                if (_process.HasExited || clock.Elapsed > timeout)
+                    throw new InvalidOperationException($"bench: the processor did not log '{text}' (exit: {(_process.HasExited ? _process.ExitCode : "still running")}):\n{Tail()}");
+                Thread.Sleep(50);
+            }
+        }
+
+        public PipelineRun WaitForFinal(TimeSpan timeout)
+        {
+            if (!_process.WaitForExit(timeout)) throw new TimeoutException("bench: the processor did not finish in time:\n" + Tail());
+            _process.WaitForExit();
+            var final = Find("final ") ?? throw new InvalidOperationException($"bench: the processor exited {_process.ExitCode} without its final line:\n{Tail()}");
+            long Field(string key) => (long)Number(key);
+            double Number(string key) => double.Parse(Regex.Match(final, $@"\b{key}=([0-9.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
+            return new PipelineRun(Field("consumed"), Field("rows_written"), Math.Max(Number("busy_s"), 0.001), Field("p50_ms"), Field("p99_ms"), Field("peak_rss_mb"));
+        }
+
+        private string Tail() { lock (_lines) return string.Join("\n", _lines.TakeLast(20)); }
+
+        public void Dispose()
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            _process.Dispose();
+        }
+    }
+}

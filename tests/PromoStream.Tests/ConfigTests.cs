@@ -1,0 +1,128 @@
+using Xunit;
+
+namespace PromoStream.Tests;
+
+public class ConfigTests
+{
+    private const string Valid = """
+        kafka:
+          bootstrap_servers: "localhost:9092"
+          input_topic: "restaurant-promotions"
+          output_topic: "subscriber-notifications"
+          dlq_topic: "restaurant-promotions-dlq"
+          group_id: "promo-stream"
+          transactional_id: "promo-stream-1"
+        postgres:
+          connection_string: "Host=localhost;Port=5432;Database=de;Username=u;Password=p"
+        """;
+
+    private static Settings Load(string yaml, Dictionary<string, string?>? env = null)
+    {
+        var values = Settings.ReadYaml(yaml, "test.yaml");
+        Settings.ApplyEnvironment(values, env ?? new());
+        return Settings.FromValues(values);
+    }
+
+    [Fact]
+    public void ValidFileGetsDefaultsForEveryOtherKey()
+    {
+        var s = Load(Valid);
+        Assert.Equal("promo-stream-dedup-changelog", s.Kafka.DedupTopic);
+        Assert.Equal(5000, s.Processing.BatchMaxEvents);
+        Assert.Equal(100, s.Processing.BatchMaxMs);
+        Assert.Equal(86400, s.Processing.DedupWindowSeconds);
+        Assert.Equal(30, s.Processing.SubscribersRefreshSeconds);
+        Assert.True(s.Kafka.CreateTopics);
+        Assert.True(s.Processing.Transactions);
+    }
+
+    [Theory]
+    [InlineData("bootstrap_servers")]
+    [InlineData("input_topic")]
+    [InlineData("group_id")]
+    [InlineData("transactional_id")]
+    public void MissingRequiredKeyIsNamed(string key)
+    {
+        var yaml = string.Join("\n", Valid.Split('\n').Where(l => !l.TrimStart().StartsWith(key + ":")));
+        var e = Assert.Throws<ConfigException>(() => Load(yaml));
+        Assert.Contains($"kafka.{key}", e.Message);
+    }
+
+    [Theory]
+    [InlineData("processing:\n  batch_max_events: many", "processing.batch_max_events")]
+    [InlineData("processing:\n  batch_max_events: 0", "processing.batch_max_events")]
+    [InlineData("processing:\n  transactions: maybe", "processing.transactions")]
+    [InlineData("processing:\n  batch_size: 10", "processing.batch_size")]
+    [InlineData("processing:\n  dedup_window_seconds: [1, 2]", "processing.dedup_window_seconds")]
+    [InlineData("metrics:\n  port: 1", "metrics")]
+    public void WrongTypeOrUnknownKeyIsNamed(string extra, string named)
+    {
+        var e = Assert.Throws<ConfigException>(() => Load(Valid + "\n" + extra));
+        Assert.Contains(named, e.Message);
+    }
+
+    [Fact]
+    public void InvalidTopicNameIsNamed()
+    {
+        var e = Assert.Throws<ConfigException>(() => Load(Valid.Replace("\"restaurant-promotions\"", "\"bad topic!\"")));
+        Assert.Contains("kafka.input_topic", e.Message);
+    }
+
+    [Fact]
+    public void MalformedYamlSaysWhere()
+    {
+        var e = Assert.Throws<ConfigException>(() => Load("kafka:\n  bootstrap_servers: [unclosed\n"));
+        Assert.Contains("malformed YAML", e.Message);
+        Assert.Contains("line", e.Message);
+    }
+
+    [Fact]
+    public void MissingFileSaysWhichFile()
+    {
+        var e = Assert.Throws<ConfigException>(() => Settings.Load("/nonexistent/credentials.yaml", new Dictionary<string, string?>()));
+        Assert.Contains("/nonexistent/credentials.yaml", e.Message);
+    }
+
+    [Fact]
+    public void EnvironmentOverridesTheFile()
+    {
+        var s = Load(Valid, new() { ["PROMOSTREAM__KAFKA__INPUT_TOPIC"] = "from-env", ["PROMOSTREAM__PROCESSING__BATCH_MAX_MS"] = "250" });
+        Assert.Equal("from-env", s.Kafka.InputTopic);
+        Assert.Equal(250, s.Processing.BatchMaxMs);
+    }
+
+    [Fact]
+    public void EnvironmentVariableForNoKeyIsNamed()
+    {
+        var e = Assert.Throws<ConfigException>(() => Load(Valid, new() { ["PROMOSTREAM__KAFKA__PASWORD"] = "x" }));
+        Assert.Contains("PROMOSTREAM__KAFKA__PASWORD", e.Message);
+    }
+
+    [Fact]
+    public void SaslNeedsCredentialsAndNeverEchoesThePassword()
+    {
+        var yaml = Valid.Replace("  group_id:", "  security_protocol: sasl_ssl\n  sasl_username: u\n  group_id:");
+        var missing = Assert.Throws<ConfigException>(() => Load(yaml));
+        Assert.Contains("kafka.sasl_password", missing.Message);
+        var bad = Assert.Throws<ConfigException>(() => Load(yaml + "\nprocessing:\n  batch_max_ms: x", new() { ["PROMOSTREAM__KAFKA__SASL_PASSWORD"] = "s3cr3t-Pa55" }));
+        Assert.DoesNotContain("s3cr3t-Pa55", bad.Message);
+    }
+
+    [Fact]
+    public void ConnectionStringDescriptionHasNoPassword()
+    {
+        var s = Load(Valid.Replace("Password=p", "Password=s3cr3t-Pa55"));
+        Assert.Equal("localhost:5432/de", s.Postgres.Describe());
+        Assert.DoesNotContain("s3cr3t", s.Postgres.Describe());
+    }
+
+    [Fact]
+    public void ExampleFileIsAValidConfigListingEveryKey()
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, "credentials.yaml.example");
+        var text = File.ReadAllText(path);
+        var values = Settings.ReadYaml(text, path);
+        Settings.FromValues(values);
+        foreach (var key in Settings.Keys.Keys) Assert.Contains(key.Split('.')[1] + ":", text);
+    }
+}
