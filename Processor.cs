@@ -62,7 +62,8 @@ internal sealed class Processor : IDisposable
     private readonly HashSet<int> _revokedDuringBatch = [];
     private readonly Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
     private long _deliveryFailures;
-    private bool _hasAssignment;
+    // Runs while this instance holds no partitions: before the first assignment and during a rebalance.
+    private readonly Stopwatch _withoutPartitions = Stopwatch.StartNew();
 
     public ProcessorStats Stats => _stats;
 
@@ -107,7 +108,6 @@ internal sealed class Processor : IDisposable
         _consumer.Subscribe(_settings.Kafka.InputTopic);
         Log.Info($"processing {_settings.Kafka.InputTopic} -> {_settings.Kafka.OutputTopic} (group {_settings.Kafka.GroupId}, " +
                  $"transactional id {(_transactional ? _settings.Kafka.TransactionalId : "none: transactions off")})");
-        var started = Stopwatch.StartNew();
         var lastInput = Stopwatch.StartNew();
         var lastStats = Stopwatch.StartNew();
         while (!_stop.IsCancellationRequested)
@@ -115,25 +115,30 @@ internal sealed class Processor : IDisposable
             var batch = ConsumeBatch();
             if (batch.Messages.Count > 0)
             {
-                lastInput.Restart();
                 ProcessBatch(batch);
+                lastInput.Restart(); // after, not before: time spent holding a batch through an outage is not idleness
             }
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 Log.Info(_stats.Line(_dedup.Count));
                 lastStats.Restart();
             }
-            if (IsIdleLongEnough(lastInput, started)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
+            if (IsIdleLongEnough(lastInput)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
         }
         Log.Info(_stats.Line(_dedup.Count));
         _consumer.Close(); // leaves the group now, so the partitions move without waiting for a session timeout
     }
 
-    // The idle clock starts once partitions are assigned, so a slow group join is not mistaken for an empty topic.
-    private bool IsIdleLongEnough(Stopwatch lastInput, Stopwatch started)
+    // The idle clock runs only while partitions are held: a slow group join or a rebalance in progress is not an
+    // empty topic. An instance left without partitions for long (more instances than partitions) still stops.
+    private bool IsIdleLongEnough(Stopwatch lastInput)
     {
         if (_stopWhenIdleSeconds is not { } idle) return false;
-        if (!_hasAssignment && started.Elapsed.TotalSeconds < Math.Max(idle, 30)) { lastInput.Restart(); return false; }
+        if (_withoutPartitions.IsRunning && _withoutPartitions.Elapsed.TotalSeconds < Math.Max(idle, 30))
+        {
+            lastInput.Restart();
+            return false;
+        }
         return lastInput.Elapsed.TotalSeconds >= idle;
     }
 
@@ -454,7 +459,7 @@ internal sealed class Processor : IDisposable
 
     private void OnAssigned(List<TopicPartition> assigned)
     {
-        _hasAssignment = true;
+        _withoutPartitions.Reset();
         var partitions = assigned.Select(p => p.Partition.Value).ToList();
         var clock = Stopwatch.StartNew();
         var restored = DedupChangelog.Restore(Kafka.Client(_settings.Kafka), _settings.Kafka.DedupTopic, partitions, _dedup,
@@ -465,6 +470,7 @@ internal sealed class Processor : IDisposable
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
         var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
+        _withoutPartitions.Restart();
         _revokedDuringBatch.UnionWith(partitions);
         _dedup.DropPartitions(partitions);
         Log.Info($"revoked partitions [{string.Join(",", partitions.Order())}]");

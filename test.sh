@@ -66,8 +66,8 @@ echo "built"
 
 step "xunit: unit, end-to-end and reliability tests"
 dotnet test tests/PromoStream.Tests -c Release --no-build -nologo \
-  --logger "console;verbosity=normal" --logger "trx;LogFileName=$work/results.trx" 2>&1 | tee "$work/test.log" \
-  | grep -E '^\s+(Passed|Failed|Skipped) |^\s*(Error Message|Stack Trace)|figure:|Total tests|Passed!|Failed!' || true
+  --logger "console;verbosity=detailed" --logger "trx;LogFileName=$work/results.trx" 2>&1 | tee "$work/test.log" \
+  | grep -E '^\s+(Failed|Skipped) |^\s*(Error Message)|^ ?figure:|Passed!|Failed!' | awk '!seen[$0]++' || true
 summary=$(grep -E '(Passed|Failed)!\s+-' "$work/test.log" | tail -n 1)
 if [ -z "$summary" ]; then
   fail "dotnet test produced no summary (see above)"; tail -n 40 "$work/test.log"

@@ -98,8 +98,8 @@ public class ReliabilityTests(ITestOutputHelper output)
         var warnings = processor.Lines.Take(outageLines).Count(l => l.Contains("WARN") && l.Contains("PostgreSQL"));
         var rows = RowComparison.Of(db, report);
         Figure.Report(output, $"postgres outage: 15s, warnings={warnings}, recovered {recovery:0.0}s after restart; {rows}");
-        Assert.Equal(1, warnings);
-        Assert.True(rows.Exact, rows.ToString());
+        Assert.True(warnings == 1, $"{warnings} PostgreSQL warnings:\n{processor.Tail(60)}");
+        Assert.True(rows.Exact, $"{rows}\n{processor.Tail(60)}");
         Assert.DoesNotContain(processor.Lines, l => l.Contains("ERROR"));
     }
 
@@ -205,7 +205,7 @@ public class ReliabilityTests(ITestOutputHelper output)
         var rows = RowComparison.Of(scenario.Database, report);
         Figure.Report(output, $"scale-out: 2 instances, first saw {rebalances} assignments; {rows}");
         Assert.True(rebalances >= 2, "the first instance must have been rebalanced:\n" + first.Tail());
-        Assert.True(rows.Exact, rows.ToString());
+        Assert.True(rows.Exact, $"{rows}\nfirst:\n{first.Tail(40)}\nsecond:\n{second.Tail(20)}");
     }
 
     [RealBrokerFact]
