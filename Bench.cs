@@ -101,7 +101,7 @@ internal static class Bench
         Log.Info($"bench: latency phase, 1000 events/s for {seconds} s");
         using var processor = StartProcessor(work, settings, "latency", transactions: true);
         processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
-        Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, seconds * 1000, 1000) with { Seed = w.Seed + 1 }, DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
+        Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, seconds * 1000, 1000), DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             seconds * 1000, 1000, stop);
         return processor.WaitForFinal(TimeSpan.FromMinutes(5));
     }
