@@ -45,6 +45,8 @@ internal static class Kafka
         MessageMaxBytes = k.MaxMessageBytes,
         TransactionTimeoutMs = k.TransactionTimeoutMs,
         QueueBufferingMaxMessages = 1_000_000,
+        // One batch's records at a time is all the loop needs; more only costs memory (Produce waits when full).
+        QueueBufferingMaxKbytes = 128 * 1024,
         // Keyed output lands where Java clients would put it.
         Partitioner = Partitioner.Murmur2Random,
         EnableDeliveryReports = !transactional,
@@ -61,7 +63,9 @@ internal static class Kafka
         HeartbeatIntervalMs = Math.Max(500, k.SessionTimeoutMs / 4),
         FetchMaxBytes = Math.Max(k.MaxMessageBytes, 16 * 1024 * 1024),
         MaxPartitionFetchBytes = k.MaxMessageBytes,
-        QueuedMaxMessagesKbytes = 32 * 1024,
+        QueuedMaxMessagesKbytes = 16 * 1024,
+        // A fetch answers as soon as data arrives on a real broker; this caps the wait where it does not.
+        FetchWaitMaxMs = 50,
     };
 
     /// <summary>Fails after the bounded wait with where it looked; librdkafka would otherwise retry silently forever.</summary>

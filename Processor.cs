@@ -40,6 +40,9 @@ internal sealed class Processor : IDisposable
         }
     }
 
+    /// <summary>A batch whose Kafka commit runs in the background while the next batch is read and written to PostgreSQL.</summary>
+    private sealed record InFlight(Batch Batch, Outcome Outcome, Task Commit, Stopwatch Clock);
+
     private sealed class Outcome
     {
         public readonly List<CampaignFanout> Fanouts = [];
@@ -64,6 +67,7 @@ internal sealed class Processor : IDisposable
     private long _deliveryFailures;
     // Runs while this instance holds no partitions: before the first assignment and during a rebalance.
     private readonly Stopwatch _withoutPartitions = Stopwatch.StartNew();
+    private InFlight? _inFlight;
 
     public ProcessorStats Stats => _stats;
 
@@ -118,6 +122,7 @@ internal sealed class Processor : IDisposable
                 ProcessBatch(batch);
                 lastInput.Restart(); // after, not before: time spent holding a batch through an outage is not idleness
             }
+            else CompleteInFlight(); // no next batch to overlap with: finish the commit now
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 Log.Info(_stats.Line(_dedup.Count));
@@ -125,6 +130,7 @@ internal sealed class Processor : IDisposable
             }
             if (IsIdleLongEnough(lastInput)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
         }
+        CompleteInFlight();
         Log.Info(_stats.Line(_dedup.Count));
         _consumer.Close(); // leaves the group now, so the partitions move without waiting for a session timeout
     }
@@ -195,17 +201,47 @@ internal sealed class Processor : IDisposable
     {
         var clock = Stopwatch.StartNew();
         var outcome = EvaluateWithRetry(batch);
-        if (outcome is null) { Rewind(batch); return; }
-        if (Deliver(batch, outcome))
+        // The database write of this batch overlaps the commit of the previous one still in flight.
+        var feedback = outcome is { Fanouts.Count: > 0 } ? Task.Run(() => _store.Write(outcome.Fanouts)) : null;
+        if (AwaitInFlight() is { } failed)
         {
-            _stats.Committed(batch.Messages.Count, outcome.Invalid.Count, outcome.Inactive, outcome.Duplicates,
-                outcome.NoSubscribers, outcome.Notifications, clock.Elapsed, outcome.OutputTimestampsMs);
-        }
-        else
-        {
-            foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
+            // The previous batch did not commit: replay it and this one (the upsert makes the rows written so far harmless).
+            feedback?.ContinueWith(_ => { }).Wait();
+            if (outcome is not null) Forget(outcome);
             Rewind(batch);
+            Rewind(failed.Batch); // last, so that a partition in both goes back to the earlier offset
+            return;
         }
+        if (outcome is null) { Rewind(batch); return; }
+        _inFlight = Deliver(batch, outcome, feedback, clock);
+    }
+
+    /// <summary>
+    /// Waits for the batch whose commit runs in the background. Returns it if the commit failed; its dedup entries
+    /// are then forgotten and the caller rewinds the consumer so it is read again.
+    /// </summary>
+    private InFlight? AwaitInFlight()
+    {
+        if (_inFlight is not { } f) return null;
+        _inFlight = null;
+        if (FinishCommit(f))
+        {
+            _stats.Committed(f.Batch.Messages.Count, f.Outcome.Invalid.Count, f.Outcome.Inactive, f.Outcome.Duplicates,
+                f.Outcome.NoSubscribers, f.Outcome.Notifications, f.Clock.Elapsed, f.Outcome.OutputTimestampsMs);
+            return null;
+        }
+        Forget(f.Outcome);
+        return f;
+    }
+
+    private void CompleteInFlight()
+    {
+        if (AwaitInFlight() is { } failed) Rewind(failed.Batch);
+    }
+
+    private void Forget(Outcome outcome)
+    {
+        foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
     }
 
     /// <summary>Evaluation reads subscribers from PostgreSQL; while the database is down, wait and try again.</summary>
@@ -261,38 +297,43 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>
-    /// Writes one batch to both sinks. True when committed; false when the batch was given up (the caller rewinds
-    /// and it is processed again). Each failure class has one place: database errors wait for the database,
-    /// abortable Kafka errors abort and replay, fatal Kafka errors throw.
+    /// Writes one batch to both sinks and starts its Kafka commit in the background; null when the batch was given
+    /// up (it has been rewound, to be processed again). Each failure class has one place: database errors wait for
+    /// the database, abortable Kafka errors abort and replay, fatal Kafka errors throw.
     /// </summary>
-    private bool Deliver(Batch batch, Outcome outcome)
+    private InFlight? Deliver(Batch batch, Outcome outcome, Task<int>? feedback, Stopwatch clock)
     {
         var feedbackWritten = outcome.Fanouts.Count == 0;
         var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
         while (true)
         {
-            // Stopping while the rows are unwritten gives the batch up; once they are written, finish the commit.
-            if (_stop.IsCancellationRequested && !feedbackWritten) return false;
-            Task<int>? feedback = null;
+            if (_stop.IsCancellationRequested && !feedbackWritten)
+            {
+                feedback?.ContinueWith(_ => { }).Wait();
+                return GiveUp(batch, outcome);
+            }
             try
             {
                 if (_transactional) _producer.BeginTransaction();
-                // The database write overlaps the Kafka produce; the Kafka commit still waits for it.
-                if (!feedbackWritten) feedback = Task.Run(() => _store.Write(outcome.Fanouts));
+                if (!feedbackWritten) feedback ??= Task.Run(() => _store.Write(outcome.Fanouts));
                 ProduceNotificationsAndDeadLetters(outcome);
-                if (feedback is not null && !AwaitFeedback(feedback))
+                if (feedback is not null && !feedbackWritten)
                 {
-                    AbortQuietly();
-                    if (!WriteFeedbackUntilDone(outcome)) return false;
-                    feedbackWritten = true;
-                    continue;
+                    var written = AwaitFeedback(feedback);
+                    feedback = null;
+                    if (!written)
+                    {
+                        AbortQuietly();
+                        if (!WriteFeedbackUntilDone(outcome)) return GiveUp(batch, outcome);
+                        feedbackWritten = true;
+                        continue;
+                    }
                 }
                 feedbackWritten = true;
                 // Only now: a changelog entry must never exist for rows that are not in the database, even in an
                 // open transaction, since some brokers (the embedded one) let readers see those.
                 ProduceChangelog(outcome);
-                CommitOffsetsAndOutput(batch);
-                return true;
+                return new InFlight(batch, outcome, StartCommit(batch), clock);
             }
             catch (KafkaException e) when (IsFatal(e))
             {
@@ -301,14 +342,20 @@ internal sealed class Processor : IDisposable
             catch (KafkaException e)
             {
                 feedback?.ContinueWith(_ => { }).Wait(); // never leave a database write running under the next batch
-                feedbackWritten |= feedback is { IsCompletedSuccessfully: true };
                 _stats.Aborted();
                 Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
                 AbortQuietly();
                 backoff.Wait(_stop);
-                return false;
+                return GiveUp(batch, outcome);
             }
         }
+    }
+
+    private InFlight? GiveUp(Batch batch, Outcome outcome)
+    {
+        Forget(outcome);
+        Rewind(batch);
+        return null;
     }
 
     private bool AwaitFeedback(Task<int> feedback)
@@ -398,26 +445,27 @@ internal sealed class Processor : IDisposable
         return headers;
     }
 
-    private void CommitOffsetsAndOutput(Batch batch)
+    /// <summary>
+    /// Hands the batch's offsets to the transaction and commits it on a background task, so that the next batch is
+    /// read and written to PostgreSQL meanwhile. The next transaction begins only after FinishCommit.
+    /// </summary>
+    private Task StartCommit(Batch batch)
     {
-        var offsets = batch.NextOffsets.Select(o => new TopicPartitionOffset(o.Key, o.Value)).ToList();
         var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
-        if (!_transactional)
-        {
-            _producer.Flush(timeout);
-            if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
-                throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
-            _consumer.Commit(offsets);
-            return;
-        }
+        if (!_transactional) return Task.Run(() => _producer.Flush(timeout));
+        var offsets = Offsets(batch);
         _producer.SendOffsetsToTransaction(offsets, _consumer.ConsumerGroupMetadata, timeout);
+        return Task.Run(() => CommitTransaction(timeout));
+    }
+
+    private void CommitTransaction(TimeSpan timeout)
+    {
         var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
         while (true)
         {
             try
             {
                 _producer.CommitTransaction(timeout);
-                _stats.Transaction();
                 return;
             }
             catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
@@ -428,6 +476,38 @@ internal sealed class Processor : IDisposable
             }
         }
     }
+
+    /// <summary>True when the batch is committed; false when its transaction was aborted and it must be replayed.</summary>
+    private bool FinishCommit(InFlight f)
+    {
+        try
+        {
+            f.Commit.GetAwaiter().GetResult();
+            if (!_transactional)
+            {
+                if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
+                    throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
+                _consumer.Commit(Offsets(f.Batch));
+            }
+            _stats.Transaction();
+            return true;
+        }
+        catch (KafkaException e) when (IsFatal(e))
+        {
+            throw new FatalKafkaException(FatalMessage(e), e);
+        }
+        catch (KafkaException e)
+        {
+            _stats.Aborted();
+            Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka commit failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying");
+            AbortQuietly();
+            new Backoff(_settings.Processing.RetryBackoffMaxMs).Wait(_stop);
+            return false;
+        }
+    }
+
+    private static List<TopicPartitionOffset> Offsets(Batch batch) =>
+        batch.NextOffsets.Select(o => new TopicPartitionOffset(o.Key, o.Value)).ToList();
 
     private void AbortQuietly()
     {
@@ -469,6 +549,8 @@ internal sealed class Processor : IDisposable
 
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
+        // Commit (or give up) the batch in flight before its partitions go to another owner.
+        CompleteInFlight();
         var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
         _withoutPartitions.Restart();
         _revokedDuringBatch.UnionWith(partitions);
