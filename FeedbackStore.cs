@@ -107,6 +107,8 @@ internal sealed class FeedbackStore : IDisposable
     /// <summary>
     /// Upserts all rows of a batch in one database transaction. ON CONFLICT DO NOTHING makes a replay add nothing
     /// and leaves a feedback value written by the notification service untouched. Returns the rows actually inserted.
+    /// Each campaign's text is staged once and its clients as (campaign, client) pairs; the join fans them out
+    /// inside the database, so a campaign with many subscribers is not sent over the wire once per subscriber.
     /// </summary>
     public int Write(IReadOnlyList<CampaignFanout> fanouts)
     {
@@ -115,9 +117,13 @@ internal sealed class FeedbackStore : IDisposable
         {
             var connection = _writer ??= OpenWriter();
             using var transaction = connection.BeginTransaction();
-            CopyIntoStaging(connection, fanouts);
+            StageCampaigns(connection, fanouts);
+            StageClients(connection, fanouts);
             using var upsert = new NpgsqlCommand(
-                $"INSERT INTO public.subscribers_feedback ({Columns}) SELECT {Columns} FROM feedback_staging " +
+                $"INSERT INTO public.subscribers_feedback ({Columns}) " +
+                "SELECT c.restaurant_id, c.adv_campaign_id, c.adv_campaign_content, c.adv_campaign_owner, c.adv_campaign_owner_contact, " +
+                "c.adv_campaign_datetime_start, c.adv_campaign_datetime_end, c.datetime_created, k.client_id, c.trigger_datetime_created " +
+                "FROM staged_clients k JOIN staged_campaigns c ON c.n = k.n " +
                 "ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING", connection, transaction);
             var inserted = upsert.ExecuteNonQuery();
             transaction.Commit();
@@ -135,35 +141,50 @@ internal sealed class FeedbackStore : IDisposable
     private NpgsqlConnection OpenWriter()
     {
         var connection = _dataSource.OpenConnection();
-        using var create = new NpgsqlCommand(
-            "CREATE TEMP TABLE IF NOT EXISTS feedback_staging (LIKE public.subscribers_feedback INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-            connection);
+        using var create = new NpgsqlCommand("""
+            CREATE TEMP TABLE IF NOT EXISTS staged_campaigns (
+                n int4, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
+                adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
+                datetime_created int8, trigger_datetime_created int4) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
+            """, connection);
         create.ExecuteNonQuery();
         return connection;
     }
 
-    private static void CopyIntoStaging(NpgsqlConnection connection, IReadOnlyList<CampaignFanout> fanouts)
+    private static void StageCampaigns(NpgsqlConnection connection, IReadOnlyList<CampaignFanout> fanouts)
     {
-        using var copy = connection.BeginBinaryImport($"COPY feedback_staging ({Columns}) FROM STDIN (FORMAT BINARY)");
-        foreach (var fanout in fanouts)
+        using var copy = connection.BeginBinaryImport(
+            "COPY staged_campaigns (n, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
+            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created) FROM STDIN (FORMAT BINARY)");
+        for (var n = 0; n < fanouts.Count; n++)
         {
-            var c = fanout.Campaign;
-            var trigger = checked((int)fanout.TriggerDatetimeCreated);
-            foreach (var client in fanout.Clients)
+            var c = fanouts[n].Campaign;
+            copy.StartRow();
+            copy.Write(n, NpgsqlDbType.Integer);
+            copy.Write(c.RestaurantId, NpgsqlDbType.Text);
+            copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
+            copy.Write(c.Content, NpgsqlDbType.Text);
+            copy.Write(c.Owner, NpgsqlDbType.Text);
+            copy.Write(c.OwnerContact, NpgsqlDbType.Text);
+            copy.Write(c.DatetimeStart, NpgsqlDbType.Bigint);
+            copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
+            copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
+            copy.Write(checked((int)fanouts[n].TriggerDatetimeCreated), NpgsqlDbType.Integer);
+        }
+        copy.Complete();
+    }
+
+    private static void StageClients(NpgsqlConnection connection, IReadOnlyList<CampaignFanout> fanouts)
+    {
+        using var copy = connection.BeginBinaryImport("COPY staged_clients (n, client_id) FROM STDIN (FORMAT BINARY)");
+        for (var n = 0; n < fanouts.Count; n++)
+            foreach (var client in fanouts[n].Clients)
             {
                 copy.StartRow();
-                copy.Write(c.RestaurantId, NpgsqlDbType.Text);
-                copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
-                copy.Write(c.Content, NpgsqlDbType.Text);
-                copy.Write(c.Owner, NpgsqlDbType.Text);
-                copy.Write(c.OwnerContact, NpgsqlDbType.Text);
-                copy.Write(c.DatetimeStart, NpgsqlDbType.Bigint);
-                copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
-                copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
+                copy.Write(n, NpgsqlDbType.Integer);
                 copy.Write(client, NpgsqlDbType.Text);
-                copy.Write(trigger, NpgsqlDbType.Integer);
             }
-        }
         copy.Complete();
     }
 
