@@ -108,7 +108,12 @@ internal sealed class CommandLine
     public static CommandLine Parse(string[] args)
     {
         var modeFlags = args.Where(Modes.ContainsKey).Distinct().ToList();
-        if (modeFlags.Count == 0) throw new UsageException(args.Length == 0 ? "no mode given" : "no mode given (one of --process, --produce, --demo, --broker, --init-db, --bench, --help)");
+        if (modeFlags.Count == 0)
+        {
+            var unknown = args.FirstOrDefault(a => a.StartsWith('-') && !ValueFlags.ContainsKey(a) && !SwitchFlags.ContainsKey(a));
+            throw new UsageException(unknown is not null ? $"unknown option '{unknown}'"
+                : "no mode given (one of --process, --produce, --demo, --broker, --init-db, --bench, --help)");
+        }
         if (modeFlags.Count > 1) throw new UsageException($"choose one mode, not {string.Join(" and ", modeFlags)}");
         var cli = new CommandLine { Mode = Modes[modeFlags[0]] };
         for (var i = 0; i < args.Length; i++)

@@ -84,6 +84,9 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         try { stream.Load(new StringReader(text)); }
         catch (YamlException e)
         {
+            // YamlDotNet places a tab-indentation error at 1:1 or on the line before; the tab's own line is the useful one.
+            if (LineIndentedWithTab(text) is { } tabLine)
+                throw new ConfigException($"{source}: malformed YAML at line {tabLine}: a tab is used for indentation (YAML needs spaces)");
             throw new ConfigException($"{source}: malformed YAML at line {e.Start.Line}, column {e.Start.Column}: {FirstLine(e.Message)}");
         }
         var values = new Dictionary<string, string>();
@@ -113,6 +116,14 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     }
 
     private static string FirstLine(string s) => s.Split('\n')[0].Trim();
+
+    private static int? LineIndentedWithTab(string text)
+    {
+        var lines = text.Split('\n');
+        for (var i = 0; i < lines.Length; i++)
+            if (lines[i].TakeWhile(char.IsWhiteSpace).Contains('\t')) return i + 1;
+        return null;
+    }
 
     private static Dictionary<string, string?> ReadProcessEnvironment()
     {

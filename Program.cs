@@ -71,8 +71,8 @@ void RequestStop(PosixSignalContext context)
 
 int RunProcessor()
 {
-    var settings = Settings.Load(cli.ConfigPath);
     int? idle = cli.Has("--stop-when-idle") ? cli.Int("--stop-when-idle", 0, 1, 86400) : null;
+    var settings = Settings.Load(cli.ConfigPath);
     var stats = Processor.Run(settings, idle, stop);
     Console.WriteLine(stats.FinalLine());
     return 0;
@@ -92,11 +92,13 @@ int InitDatabase()
 
 int RunBroker()
 {
+    var requested = cli.Int("--partitions", 0, 1, 10_000);
+    if (requested > 0 && !cli.Has("--config")) throw new UsageException("--partitions applies to the topics of --config FILE; give both");
     using var kafka = EmbeddedKafka.Start();
     if (cli.Has("--config"))
     {
         var k = Settings.Load(cli.ConfigPath).Kafka;
-        var partitions = cli.Int("--partitions", k.TopicPartitions, 1, 10_000);
+        var partitions = requested > 0 ? requested : k.TopicPartitions;
         // The embedded broker cannot create topics on request; make the configured ones with the wanted counts now.
         foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic, k.DedupTopic }) kafka.CreateTopic(topic, partitions);
         Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic}, {k.DedupTopic} with {partitions} partitions");
