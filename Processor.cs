@@ -41,7 +41,7 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>A batch whose Kafka commit runs in the background while the next batch is read and written to PostgreSQL.</summary>
-    private sealed record InFlight(Batch Batch, Outcome Outcome, Task Commit, Stopwatch Clock);
+    private sealed record InFlight(Batch Batch, Outcome Outcome, Task<long> Commit, Stopwatch Clock);
 
     private sealed class Outcome
     {
@@ -224,10 +224,10 @@ internal sealed class Processor : IDisposable
     {
         if (_inFlight is not { } f) return null;
         _inFlight = null;
-        if (FinishCommit(f))
+        if (FinishCommit(f, out var committedAtMs))
         {
             _stats.Committed(f.Batch.Messages.Count, f.Outcome.Invalid.Count, f.Outcome.Inactive, f.Outcome.Duplicates,
-                f.Outcome.NoSubscribers, f.Outcome.Notifications, f.Clock.Elapsed, f.Outcome.OutputTimestampsMs);
+                f.Outcome.NoSubscribers, f.Outcome.Notifications, f.Clock.Elapsed, f.Outcome.OutputTimestampsMs, committedAtMs);
             return null;
         }
         Forget(f.Outcome);
@@ -449,13 +449,14 @@ internal sealed class Processor : IDisposable
     /// Hands the batch's offsets to the transaction and commits it on a background task, so that the next batch is
     /// read and written to PostgreSQL meanwhile. The next transaction begins only after FinishCommit.
     /// </summary>
-    private Task StartCommit(Batch batch)
+    /// <returns>The task's result is when the commit happened (Unix ms): the end of end-to-end latency.</returns>
+    private Task<long> StartCommit(Batch batch)
     {
         var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
-        if (!_transactional) return Task.Run(() => _producer.Flush(timeout));
+        if (!_transactional) return Task.Run(() => { _producer.Flush(timeout); return DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(); });
         var offsets = Offsets(batch);
         _producer.SendOffsetsToTransaction(offsets, _consumer.ConsumerGroupMetadata, timeout);
-        return Task.Run(() => CommitTransaction(timeout));
+        return Task.Run(() => { CommitTransaction(timeout); return DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(); });
     }
 
     private void CommitTransaction(TimeSpan timeout)
@@ -478,11 +479,12 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>True when the batch is committed; false when its transaction was aborted and it must be replayed.</summary>
-    private bool FinishCommit(InFlight f)
+    private bool FinishCommit(InFlight f, out long committedAtMs)
     {
+        committedAtMs = 0;
         try
         {
-            f.Commit.GetAwaiter().GetResult();
+            committedAtMs = f.Commit.GetAwaiter().GetResult();
             if (!_transactional)
             {
                 if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)

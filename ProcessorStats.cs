@@ -12,7 +12,7 @@ internal sealed class ProcessorStats
     public TimeSpan? FirstInputAt, LastCommitAt;
 
     public void Committed(int consumed, int invalid, long inactive, long duplicates, long noSubscribers, long notifications,
-        TimeSpan batchTime, List<long> outputTimestampsMs)
+        TimeSpan batchTime, List<long> outputTimestampsMs, long committedAtMs)
     {
         var now = _sinceStart.Elapsed;
         FirstInputAt ??= now - batchTime;
@@ -20,8 +20,7 @@ internal sealed class ProcessorStats
         Consumed += consumed; Invalid += invalid; Inactive += inactive; Duplicates += duplicates;
         NoSubscribers += noSubscribers; Notifications += notifications;
         LastBatchMs = batchTime.TotalMilliseconds;
-        var commitMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        foreach (var t in outputTimestampsMs) _latencyMs[Math.Clamp(commitMs - t, 0, _latencyMs.Length - 1)]++;
+        foreach (var t in outputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;
     }
 
     public void RowsWritten(int rows) => Rows += rows;
