@@ -58,7 +58,18 @@ internal sealed class DedupWindow(long windowSeconds)
     {
         _seen[key] = new Entry(partition, seenAt);
         _byAge.Enqueue((key, seenAt));
+        if (_byAge.Count > 2 * _seen.Count + 1024) RebuildAgeQueue();
     }
+
+    // Forget, DropPartitions and renewals leave stale queue entries behind; replays and rebalances must not let
+    // them pile up for a whole window.
+    private void RebuildAgeQueue()
+    {
+        _byAge.Clear();
+        foreach (var (key, e) in _seen.OrderBy(x => x.Value.SeenAt)) _byAge.Enqueue((key, e.SeenAt));
+    }
+
+    internal int QueuedForExpiry => _byAge.Count;
 }
 
 /// <summary>
@@ -91,7 +102,7 @@ internal static class DedupChangelog
     /// let duplicates through.
     /// </summary>
     public static int Restore(ClientConfig client, string topic, IReadOnlyCollection<int> partitions, DedupWindow window,
-        long windowSeconds, TimeSpan timeout)
+        long windowSeconds, TimeSpan openTransactionGrace, TimeSpan timeout)
     {
         if (partitions.Count == 0) return 0;
         var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -120,7 +131,7 @@ internal static class DedupChangelog
             if (result is null) continue;
             if (result.IsPartitionEOF)
             {
-                if (IsReadToTheEnd(result.Offset.Value, ends[result.Partition.Value], clock.Elapsed)) pending.Remove(result.Partition.Value);
+                if (IsReadToTheEnd(result.Offset.Value, ends[result.Partition.Value], clock.Elapsed, openTransactionGrace)) pending.Remove(result.Partition.Value);
                 continue;
             }
             if (TryDecode(result.Message.Key, result.Message.Value, out var key, out var seenAt))
@@ -132,13 +143,12 @@ internal static class DedupChangelog
         return restored;
     }
 
-    private static readonly TimeSpan OpenTransactionGrace = TimeSpan.FromSeconds(10);
-
     /// <summary>
     /// The end a read_committed reader sees is the last stable offset: below the high watermark only while some
-    /// transaction is open there, whose entries rightly do not count. The embedded broker sometimes reports that end
-    /// early for a moment, so an end short of the high watermark is accepted only after a grace period.
+    /// transaction is open there. That transaction may still commit (a previous owner's), so its end is accepted only
+    /// after the grace, by when the coordinator has decided it. The embedded broker also reports an early end for a
+    /// moment, which the same rule rides out.
     /// </summary>
-    private static bool IsReadToTheEnd(long endOfPartition, long highWatermark, TimeSpan elapsed) =>
-        endOfPartition >= highWatermark || elapsed >= OpenTransactionGrace;
+    private static bool IsReadToTheEnd(long endOfPartition, long highWatermark, TimeSpan elapsed, TimeSpan grace) =>
+        endOfPartition >= highWatermark || elapsed >= grace;
 }

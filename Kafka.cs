@@ -96,7 +96,8 @@ internal static class Kafka
             var wanted = new List<TopicSpecification>
             {
                 Spec(k.InputTopic, k.TopicPartitions, k.ReplicationFactor),
-                Spec(k.OutputTopic, k.TopicPartitions, k.ReplicationFactor),
+                // A valid input event of up to max_message_bytes becomes a slightly larger notification.
+                Spec(k.OutputTopic, k.TopicPartitions, k.ReplicationFactor, ("max.message.bytes", k.MaxMessageBytes.ToString())),
                 Spec(k.DlqTopic, k.TopicPartitions, k.ReplicationFactor, ("max.message.bytes", k.MaxMessageBytes.ToString())),
                 Spec(k.DedupTopic, inputPartitions, k.ReplicationFactor,
                     ("cleanup.policy", "compact,delete"), ("retention.ms", (dedupWindowSeconds * 2000).ToString())),

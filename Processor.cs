@@ -62,7 +62,10 @@ internal sealed class Processor : IDisposable
     private readonly IProducer<byte[], byte[]> _producer;
     private readonly IConsumer<byte[]?, byte[]?> _consumer;
     private readonly ProcessorStats _stats = new();
-    private readonly HashSet<int> _revokedDuringBatch = [];
+    // The batch being read: a revocation removes its partitions' messages at once, so that messages read again
+    // after a reassignment in the same poll stay in.
+    private Batch? _collecting;
+    private readonly Backoff _abortBackoff;
     private readonly Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
     private long _deliveryFailures;
     // Runs while this instance holds no partitions: before the first assignment and during a rebalance.
@@ -80,6 +83,7 @@ internal sealed class Processor : IDisposable
         _store = store;
         _subscribers = new SubscriberDirectory(store.DataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds));
         _dedup = new DedupWindow(settings.Processing.DedupWindowSeconds);
+        _abortBackoff = new Backoff(settings.Processing.RetryBackoffMaxMs);
         _onDelivery = _transactional ? null : r => { if (r.Error.IsError) Interlocked.Increment(ref _deliveryFailures); };
         _producer = new ProducerBuilder<byte[], byte[]>(Kafka.Producer(settings.Kafka, _transactional))
             .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("producer", e)).Build();
@@ -163,10 +167,16 @@ internal sealed class Processor : IDisposable
 
     private Batch ConsumeBatch()
     {
-        var batch = new Batch();
-        _revokedDuringBatch.Clear();
+        var batch = _collecting = new Batch();
+        try { CollectInto(batch); }
+        finally { _collecting = null; }
+        return batch;
+    }
+
+    private void CollectInto(Batch batch)
+    {
         var first = ConsumeOne(TimeSpan.FromMilliseconds(200));
-        if (first is null) return batch;
+        if (first is null) return;
         batch.Add(first);
         var window = Stopwatch.StartNew();
         var maxWait = TimeSpan.FromMilliseconds(_settings.Processing.BatchMaxMs);
@@ -178,9 +188,6 @@ internal sealed class Processor : IDisposable
             if (next is null) break;
             batch.Add(next);
         }
-        // Messages of partitions revoked mid-batch belong to their new owner, who resumes from the committed offset.
-        if (_revokedDuringBatch.Count > 0) batch.DropPartitions(_revokedDuringBatch);
-        return batch;
     }
 
     private ConsumeResult<byte[]?, byte[]?>? ConsumeOne(TimeSpan timeout)
@@ -190,7 +197,11 @@ internal sealed class Processor : IDisposable
             var result = _consumer.Consume(timeout);
             return result is { IsPartitionEOF: false } ? result : null;
         }
-        catch (ConsumeException e) when (!e.Error.IsFatal)
+        catch (ConsumeException e) when (e.Error.IsFatal)
+        {
+            throw new FatalKafkaException($"fatal Kafka consumer error ({e.Error.Code}): {e.Error.Reason}", e);
+        }
+        catch (ConsumeException e)
         {
             Log.WarnEvery(TimeSpan.FromSeconds(30), "consume", $"Kafka consume error: {e.Error.Reason}");
             return null;
@@ -270,7 +281,7 @@ internal sealed class Processor : IDisposable
     {
         var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         outcome.SeenAt = now;
-        var firstSeen = new List<(Campaign Campaign, long TimestampMs)>();
+        var active = new List<(Campaign Campaign, ConsumeResult<byte[]?, byte[]?> Message)>();
         var restaurants = new HashSet<string>(StringComparer.Ordinal);
         foreach (var message in batch.Messages)
         {
@@ -280,12 +291,18 @@ internal sealed class Processor : IDisposable
                 continue;
             }
             if (!campaign!.IsActiveAt(now)) { outcome.Inactive++; continue; }
+            active.Add((campaign, message));
+            restaurants.Add(campaign.RestaurantId);
+        }
+        // Before the dedup window is touched: a database error here leaves the window as it was.
+        _subscribers.Prepare(restaurants);
+        var firstSeen = new List<(Campaign Campaign, long TimestampMs)>();
+        foreach (var (campaign, message) in active)
+        {
             if (!_dedup.TryAdd(campaign.Key, message.Partition.Value, now)) { outcome.Duplicates++; continue; }
             outcome.FirstSeen.Add((campaign.Key, message.Partition.Value));
             firstSeen.Add((campaign, message.Message.Timestamp.UnixTimestampMs));
-            restaurants.Add(campaign.RestaurantId);
         }
-        _subscribers.Prepare(restaurants);
         foreach (var (campaign, timestampMs) in firstSeen)
         {
             var clients = _subscribers.ClientsOf(campaign.RestaurantId);
@@ -345,7 +362,7 @@ internal sealed class Processor : IDisposable
                 _stats.Aborted();
                 Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
                 AbortQuietly();
-                backoff.Wait(_stop);
+                _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
                 return GiveUp(batch, outcome);
             }
         }
@@ -425,7 +442,7 @@ internal sealed class Processor : IDisposable
                 _producer.Produce(destination, message, _onDelivery);
                 return;
             }
-            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull)
+            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull && !_stop.IsCancellationRequested)
             {
                 _producer.Poll(TimeSpan.FromMilliseconds(20)); // the local queue drains as the broker acknowledges
             }
@@ -492,6 +509,7 @@ internal sealed class Processor : IDisposable
                 _consumer.Commit(Offsets(f.Batch));
             }
             _stats.Transaction();
+            _abortBackoff.Reset();
             return true;
         }
         catch (KafkaException e) when (IsFatal(e))
@@ -503,7 +521,7 @@ internal sealed class Processor : IDisposable
             _stats.Aborted();
             Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka commit failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying");
             AbortQuietly();
-            new Backoff(_settings.Processing.RetryBackoffMaxMs).Wait(_stop);
+            _abortBackoff.Wait(_stop);
             return false;
         }
     }
@@ -529,9 +547,12 @@ internal sealed class Processor : IDisposable
         }
     }
 
+    // Besides fencing: errors no replay can cure (a partition that does not exist, missing permissions) stop the
+    // instance with a message instead of replaying the same batch forever.
     internal static bool IsFatal(KafkaException e) =>
         e.Error.IsFatal || e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.TransactionalIdAuthorizationFailed
-            or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced;
+            or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced or ErrorCode.Local_UnknownPartition
+            or ErrorCode.TopicAuthorizationFailed or ErrorCode.GroupAuthorizationFailed or ErrorCode.ClusterAuthorizationFailed;
 
     private string FatalMessage(KafkaException e) => FatalMessage(e, _settings.Kafka.TransactionalId);
 
@@ -544,8 +565,11 @@ internal sealed class Processor : IDisposable
         _withoutPartitions.Reset();
         var partitions = assigned.Select(p => p.Partition.Value).ToList();
         var clock = Stopwatch.StartNew();
+        // An open transaction on a changelog partition (a previous owner's, still committing) ends within the
+        // transaction timeout: committed or aborted by the coordinator. Wait that long for it, no longer.
+        var openTransactionGrace = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs) + TimeSpan.FromSeconds(5);
         var restored = DedupChangelog.Restore(Kafka.Client(_settings.Kafka), _settings.Kafka.DedupTopic, partitions, _dedup,
-            _settings.Processing.DedupWindowSeconds, TimeSpan.FromSeconds(Math.Max(60, _settings.Kafka.ConnectTimeoutSeconds)));
+            _settings.Processing.DedupWindowSeconds, openTransactionGrace, openTransactionGrace + TimeSpan.FromSeconds(Math.Max(30, _settings.Kafka.ConnectTimeoutSeconds)));
         Log.Info($"assigned partitions [{string.Join(",", partitions)}]; dedup window restored: {restored} entries in {clock.ElapsedMilliseconds} ms");
     }
 
@@ -555,7 +579,8 @@ internal sealed class Processor : IDisposable
         CompleteInFlight();
         var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
         _withoutPartitions.Restart();
-        _revokedDuringBatch.UnionWith(partitions);
+        // Their messages read so far belong to the next owner, who resumes from the committed offset.
+        _collecting?.DropPartitions(partitions);
         _dedup.DropPartitions(partitions);
         Log.Info($"revoked partitions [{string.Join(",", partitions.Order())}]");
     }
@@ -584,6 +609,8 @@ internal sealed class Backoff(int maxMs)
     private readonly Stopwatch _since = Stopwatch.StartNew();
     public int Attempts { get; private set; }
     public TimeSpan Elapsed => _since.Elapsed;
+
+    public void Reset() => Attempts = 0;
 
     public bool Wait(CancellationToken stop)
     {

@@ -39,6 +39,20 @@ public class DedupTests
     }
 
     [Fact]
+    public void ReplayedBatchesDoNotPileUpInTheExpiryQueue()
+    {
+        var w = new DedupWindow(86400);
+        for (var round = 0; round < 50; round++)
+        {
+            for (var i = 0; i < 1000; i++) w.TryAdd(Key(i), 0, 1000 + round);
+            for (var i = 0; i < 1000; i++) w.Forget(Key(i)); // the batch was not committed
+        }
+        w.TryAdd(Key(1), 0, 2000);
+        Assert.Equal(1, w.Count);
+        Assert.True(w.QueuedForExpiry <= 2 * w.Count + 1024 + 1000, $"queued {w.QueuedForExpiry}");
+    }
+
+    [Fact]
     public void RestoreSkipsEntriesOlderThanTheWindow()
     {
         var w = new DedupWindow(100);
