@@ -47,7 +47,6 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   if docker compose up -d --wait >"$work/compose.log" 2>&1; then
     compose_up=1
     export PROMOSTREAM_TEST_BOOTSTRAP="localhost:9092"
-    export PROMOSTREAM_TEST_POSTGRES="Host=localhost;Port=5432;Database=de;Username=promostream;Password=change-me"
     echo "compose stack up: the real-broker checks run against Apache Kafka and PostgreSQL 16"
   else
     fail "docker compose up (see below)"; tail -n 20 "$work/compose.log"
