@@ -190,7 +190,7 @@ internal sealed class EmbeddedPostgres : IDisposable
         new[] { "/usr/sbin/runuser", "/sbin/runuser" }.FirstOrDefault(File.Exists) ?? OnPath("runuser") ?? "runuser";
 
     /// <summary>A port the OS just handed out, so it is almost certainly still free when the server binds it.</summary>
-    private static int FreePort()
+    internal static int FreePort()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

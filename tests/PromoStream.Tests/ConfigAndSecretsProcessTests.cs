@@ -252,8 +252,8 @@ public sealed class SecretsProcessTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void APasswordInTheConfigOrTheEnvironmentNeverReachesTheOutputOfAnyMode()
     {
-        var pgPort = FreePort();
-        var kafkaPort = FreePort();
+        var pgPort = EmbeddedPostgres.FreePort();
+        var kafkaPort = EmbeddedPostgres.FreePort();
         var closedPg = $"Host=127.0.0.1;Port={pgPort};Database=de;Username=promostream;Password={Password}";
         var db = PostgresServer.NewDatabase() + $";Password={Password}"; // trust authentication ignores it; the string still holds it
         var closedKafka = $"127.0.0.1:{kafkaPort}";
@@ -314,14 +314,6 @@ public sealed class SecretsProcessTests(ITestOutputHelper output) : IDisposable
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }
 
-    private static int FreePort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 
     public void Dispose() => _dir.Delete(recursive: true);
 }

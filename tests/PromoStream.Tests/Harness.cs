@@ -137,9 +137,5 @@ internal sealed record RowComparison(long Expected, long Actual, long Missing, l
 internal static class Figure
 {
     /// <summary>Test output lines starting "figure:" are echoed by test.sh and quoted in the README.</summary>
-    public static void Report(ITestOutputHelper output, string text)
-    {
-        output.WriteLine("figure: " + text);
-        Console.WriteLine("figure: " + text);
-    }
+    public static void Report(ITestOutputHelper output, string text) => output.WriteLine("figure: " + text);
 }

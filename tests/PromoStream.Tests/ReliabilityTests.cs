@@ -106,7 +106,7 @@ public class ReliabilityTests(ITestOutputHelper output)
     [Fact]
     public void UnreachablePostgresAtStartFailsAfterTheBoundedWaitNamingHostAndPortNotThePassword()
     {
-        var port = FreePort();
+        var port = EmbeddedPostgres.FreePort();
         using var scenario = new Scenario(extraYaml: "");
         File.WriteAllText(scenario.ConfigFile, File.ReadAllText(scenario.ConfigFile)
             .Replace(scenario.Database, $"Host=127.0.0.1;Port={port};Database=de;Username=u;Password=Sup3r-S3cret")
@@ -124,7 +124,7 @@ public class ReliabilityTests(ITestOutputHelper output)
     [Fact]
     public void UnreachableKafkaAtStartFailsAfterTheBoundedWaitNamingTheBootstrapServers()
     {
-        var port = FreePort();
+        var port = EmbeddedPostgres.FreePort();
         var db = PostgresServer.NewDatabase();
         var dir = Directory.CreateTempSubdirectory("promostream-kafka-down-");
         try
@@ -251,12 +251,4 @@ public class ReliabilityTests(ITestOutputHelper output)
         Assert.False(PromoStream.Processor.IsFatal(timeout));
     }
 
-    private static int FreePort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 }
