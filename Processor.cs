@@ -40,8 +40,8 @@ internal sealed class Processor : IDisposable
         }
     }
 
-    /// <summary>A batch whose Kafka commit runs in the background while the next batch is read and written to PostgreSQL.</summary>
-    private sealed record InFlight(Batch Batch, Outcome Outcome, Task<long> Commit, Stopwatch Clock);
+    /// <summary>A batch whose transaction is open, its notifications produced, its rows still being written.</summary>
+    private sealed record Pending(Batch Batch, Outcome Outcome, Task<int>? Feedback, Stopwatch Clock);
 
     private sealed class Outcome
     {
@@ -70,7 +70,7 @@ internal sealed class Processor : IDisposable
     private long _deliveryFailures;
     // Runs while this instance holds no partitions: before the first assignment and during a rebalance.
     private readonly Stopwatch _withoutPartitions = Stopwatch.StartNew();
-    private InFlight? _inFlight;
+    private Pending? _pending;
 
     public ProcessorStats Stats => _stats;
 
@@ -126,7 +126,7 @@ internal sealed class Processor : IDisposable
                 ProcessBatch(batch);
                 lastInput.Restart(); // after, not before: time spent holding a batch through an outage is not idleness
             }
-            else CompleteInFlight(); // no next batch to overlap with: finish the commit now
+            else CompletePending(); // no next batch to overlap with: finish this one now
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 Log.Info(_stats.Line(_dedup.Count));
@@ -134,7 +134,7 @@ internal sealed class Processor : IDisposable
             }
             if (IsIdleLongEnough(lastInput)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
         }
-        CompleteInFlight();
+        CompletePending();
         Log.Info(_stats.Line(_dedup.Count));
         _consumer.Close(); // leaves the group now, so the partitions move without waiting for a session timeout
     }
@@ -173,6 +173,11 @@ internal sealed class Processor : IDisposable
         return batch;
     }
 
+    /// <summary>
+    /// Group commit: a batch closes as soon as nothing more is waiting and the pending batch's rows are written (so
+    /// it can commit at once), so a light stream goes through in small batches without delay, and under load a
+    /// batch grows while the database is busy; never beyond batch_max_events or batch_max_ms.
+    /// </summary>
     private void CollectInto(Batch batch)
     {
         var first = ConsumeOne(TimeSpan.FromMilliseconds(200));
@@ -184,11 +189,18 @@ internal sealed class Processor : IDisposable
         {
             var left = maxWait - window.Elapsed;
             if (left <= TimeSpan.Zero) break;
-            var next = ConsumeOne(left);
-            if (next is null) break;
+            var next = ConsumeOne(TimeSpan.Zero);
+            if (next is null)
+            {
+                if (_pending?.Feedback is not { IsCompleted: false }) break;
+                next = ConsumeOne(left < PendingPollInterval ? left : PendingPollInterval);
+                if (next is null) continue;
+            }
             batch.Add(next);
         }
     }
+
+    private static readonly TimeSpan PendingPollInterval = TimeSpan.FromMilliseconds(2);
 
     private ConsumeResult<byte[]?, byte[]?>? ConsumeOne(TimeSpan timeout)
     {
@@ -208,46 +220,167 @@ internal sealed class Processor : IDisposable
         }
     }
 
+    /// <summary>
+    /// One step of the pipeline, with two batches in it: the new one is evaluated and its PostgreSQL write queued
+    /// behind the pending one's, so the database never waits for the loop; then the pending batch is finished
+    /// (its rows confirmed, its transaction committed) and the new one's transaction begins.
+    /// </summary>
     private void ProcessBatch(Batch batch)
     {
         var clock = Stopwatch.StartNew();
         var outcome = EvaluateWithRetry(batch);
-        // The database write of this batch overlaps the commit of the previous one still in flight.
-        var feedback = outcome is { Fanouts.Count: > 0 } ? Task.Run(() => _store.Write(outcome.Fanouts)) : null;
-        if (AwaitInFlight() is { } failed)
+        if (outcome is null)
         {
-            // The previous batch did not commit: replay it and this one (the upsert makes the rows written so far harmless).
-            feedback?.ContinueWith(_ => { }).Wait();
-            if (outcome is not null) Forget(outcome);
             Rewind(batch);
-            Rewind(failed.Batch); // last, so that a partition in both goes back to the earlier offset
+            CompletePending(); // after the rewind: if it fails, its own rewind goes back further and must win
             return;
         }
-        if (outcome is null) { Rewind(batch); return; }
-        _inFlight = Deliver(batch, outcome, feedback, clock);
+        var feedback = outcome.Fanouts.Count > 0 ? WriteAfter(_pending?.Feedback, outcome) : null;
+        if (_pending is { } pending)
+        {
+            _pending = null;
+            if (!Finish(pending, later: feedback))
+            {
+                // Evaluated after the failed batch, so its dedup decisions may depend on it: replay both.
+                WaitQuietly(feedback);
+                Forget(outcome);
+                Rewind(batch);
+                Rewind(pending.Batch); // last, so that a partition in both goes back to the earlier offset
+                return;
+            }
+        }
+        _pending = Begin(batch, outcome, feedback, clock);
+    }
+
+    /// <summary>Database writes run one at a time on one connection, each as soon as the one before it ends.</summary>
+    private Task<int> WriteAfter(Task<int>? previous, Outcome outcome) =>
+        previous is null
+            ? Task.Run(() => _store.Write(outcome.Fanouts))
+            : previous.ContinueWith(_ => _store.Write(outcome.Fanouts), TaskScheduler.Default);
+
+    private static void WaitQuietly(Task? task) => task?.ContinueWith(_ => { }, TaskScheduler.Default).Wait();
+
+    /// <param name="holdThroughOutage">False inside a rebalance: rather than hold the group while the database is
+    /// down, the batch is given up and left to the partitions' next owner.</param>
+    private void CompletePending(bool holdThroughOutage = true)
+    {
+        if (_pending is not { } pending) return;
+        _pending = null;
+        if (!Finish(pending, later: null, holdThroughOutage)) Rewind(pending.Batch);
     }
 
     /// <summary>
-    /// Waits for the batch whose commit runs in the background. Returns it if the commit failed; its dedup entries
-    /// are then forgotten and the caller rewinds the consumer so it is read again.
+    /// Begins the batch's transaction and produces its notifications and dead letters; its rows are being written
+    /// meanwhile. Null when the batch was given up (rewound, to be processed again).
     /// </summary>
-    private InFlight? AwaitInFlight()
+    private Pending? Begin(Batch batch, Outcome outcome, Task<int>? feedback, Stopwatch clock)
     {
-        if (_inFlight is not { } f) return null;
-        _inFlight = null;
-        if (FinishCommit(f, out var committedAtMs))
+        try
         {
-            _stats.Committed(f.Batch.Messages.Count, f.Outcome.Invalid.Count, f.Outcome.Inactive, f.Outcome.Duplicates,
-                f.Outcome.NoSubscribers, f.Outcome.Notifications, f.Clock.Elapsed, f.Outcome.OutputTimestampsMs, committedAtMs);
+            if (_transactional) _producer.BeginTransaction();
+            ProduceNotificationsAndDeadLetters(outcome);
+            return new Pending(batch, outcome, feedback, clock);
+        }
+        catch (KafkaException e) when (IsFatal(e))
+        {
+            WaitQuietly(feedback); // the connection is disposed on the way out: no write may be running on it
+            throw new FatalKafkaException(FatalMessage(e), e);
+        }
+        catch (KafkaException e)
+        {
+            WaitQuietly(feedback);
+            Abort(e);
+            Forget(outcome);
+            Rewind(batch);
             return null;
         }
-        Forget(f.Outcome);
-        return f;
     }
 
-    private void CompleteInFlight()
+    /// <summary>
+    /// Finishes a begun batch: waits for its rows, then puts the dedup changelog and the consumer offsets into its
+    /// transaction and commits it. True when committed; false when it was aborted and must be replayed (its dedup
+    /// entries are forgotten; the caller rewinds). Each failure class has one place: database errors hold the batch
+    /// until the database is back, abortable Kafka errors abort, fatal Kafka errors throw.
+    /// </summary>
+    /// <param name="later">The next batch's database write, queued behind this one's; it must end before this batch
+    /// writes again on the same connection.</param>
+    private bool Finish(Pending pending, Task<int>? later, bool holdThroughOutage = true)
     {
-        if (AwaitInFlight() is { } failed) Rewind(failed.Batch);
+        var (batch, outcome, feedback, clock) = pending;
+        try
+        {
+            if (feedback is not null && !AwaitFeedback(feedback))
+            {
+                WaitQuietly(later);
+                AbortQuietly();
+                if (!holdThroughOutage || !WriteFeedbackUntilDone(outcome)) { Forget(outcome); return false; }
+                if (_transactional) _producer.BeginTransaction();
+                ProduceNotificationsAndDeadLetters(outcome);
+            }
+            // Only now: a changelog entry must never exist for rows that are not in the database, even in an open
+            // transaction, since some brokers (the embedded one) let readers see those.
+            ProduceChangelog(outcome);
+            Commit(batch);
+        }
+        catch (KafkaException e) when (IsFatal(e))
+        {
+            WaitQuietly(later);
+            throw new FatalKafkaException(FatalMessage(e), e);
+        }
+        catch (KafkaException e)
+        {
+            Abort(e);
+            Forget(outcome);
+            return false;
+        }
+        _stats.Committed(batch.Messages.Count, outcome.Invalid.Count, outcome.Inactive, outcome.Duplicates,
+            outcome.NoSubscribers, outcome.Notifications, clock.Elapsed, outcome.OutputTimestampsMs,
+            DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        _stats.Transaction();
+        _abortBackoff.Reset();
+        return true;
+    }
+
+    private void Commit(Batch batch)
+    {
+        var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
+        if (_transactional)
+        {
+            _producer.SendOffsetsToTransaction(Offsets(batch), _consumer.ConsumerGroupMetadata, timeout);
+            CommitTransaction(timeout);
+            return;
+        }
+        _producer.Flush(timeout);
+        if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
+            throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
+        _consumer.Commit(Offsets(batch));
+    }
+
+    private void Abort(KafkaException e)
+    {
+        _stats.Aborted();
+        Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
+        AbortQuietly();
+        _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
+    }
+
+    private void CommitTransaction(TimeSpan timeout)
+    {
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (true)
+        {
+            try
+            {
+                _producer.CommitTransaction(timeout);
+                return;
+            }
+            catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
+            {
+                // The commit's outcome is unknown, and retrying it is the documented way to learn it.
+                Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-commit", $"Kafka commit not confirmed ({e.Error.Reason}); retrying");
+                backoff.Wait(_stop);
+            }
+        }
     }
 
     private void Forget(Outcome outcome)
@@ -255,7 +388,11 @@ internal sealed class Processor : IDisposable
         foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
     }
 
-    /// <summary>Evaluation reads subscribers from PostgreSQL; while the database is down, wait and try again.</summary>
+    /// <summary>
+    /// Evaluation reads subscribers from PostgreSQL; while the database is down, wait and try again. Null when
+    /// stopping, or at once when a batch is pending: that one is finished first (held through the outage with its
+    /// transaction aborted, so no transaction stays open for the length of an outage).
+    /// </summary>
     private Outcome? EvaluateWithRetry(Batch batch)
     {
         var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
@@ -270,9 +407,9 @@ internal sealed class Processor : IDisposable
             }
             catch (Exception e) when (e is NpgsqlException or TimeoutException)
             {
-                foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
+                Forget(outcome);
                 WarnDatabase(e, backoff);
-                if (!backoff.Wait(_stop)) return null;
+                if (_pending is not null || !backoff.Wait(_stop)) return null;
             }
         }
     }
@@ -311,68 +448,6 @@ internal sealed class Processor : IDisposable
             outcome.Notifications += clients.Length;
             outcome.OutputTimestampsMs.Add(timestampMs);
         }
-    }
-
-    /// <summary>
-    /// Writes one batch to both sinks and starts its Kafka commit in the background; null when the batch was given
-    /// up (it has been rewound, to be processed again). Each failure class has one place: database errors wait for
-    /// the database, abortable Kafka errors abort and replay, fatal Kafka errors throw.
-    /// </summary>
-    private InFlight? Deliver(Batch batch, Outcome outcome, Task<int>? feedback, Stopwatch clock)
-    {
-        var feedbackWritten = outcome.Fanouts.Count == 0;
-        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
-        while (true)
-        {
-            if (_stop.IsCancellationRequested && !feedbackWritten)
-            {
-                feedback?.ContinueWith(_ => { }).Wait();
-                return GiveUp(batch, outcome);
-            }
-            try
-            {
-                if (_transactional) _producer.BeginTransaction();
-                if (!feedbackWritten) feedback ??= Task.Run(() => _store.Write(outcome.Fanouts));
-                ProduceNotificationsAndDeadLetters(outcome);
-                if (feedback is not null && !feedbackWritten)
-                {
-                    var written = AwaitFeedback(feedback);
-                    feedback = null;
-                    if (!written)
-                    {
-                        AbortQuietly();
-                        if (!WriteFeedbackUntilDone(outcome)) return GiveUp(batch, outcome);
-                        feedbackWritten = true;
-                        continue;
-                    }
-                }
-                feedbackWritten = true;
-                // Only now: a changelog entry must never exist for rows that are not in the database, even in an
-                // open transaction, since some brokers (the embedded one) let readers see those.
-                ProduceChangelog(outcome);
-                return new InFlight(batch, outcome, StartCommit(batch), clock);
-            }
-            catch (KafkaException e) when (IsFatal(e))
-            {
-                throw new FatalKafkaException(FatalMessage(e), e);
-            }
-            catch (KafkaException e)
-            {
-                feedback?.ContinueWith(_ => { }).Wait(); // never leave a database write running under the next batch
-                _stats.Aborted();
-                Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
-                AbortQuietly();
-                _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
-                return GiveUp(batch, outcome);
-            }
-        }
-    }
-
-    private InFlight? GiveUp(Batch batch, Outcome outcome)
-    {
-        Forget(outcome);
-        Rewind(batch);
-        return null;
     }
 
     private bool AwaitFeedback(Task<int> feedback)
@@ -462,70 +537,6 @@ internal sealed class Processor : IDisposable
         return headers;
     }
 
-    /// <summary>
-    /// Hands the batch's offsets to the transaction and commits it on a background task, so that the next batch is
-    /// read and written to PostgreSQL meanwhile. The next transaction begins only after FinishCommit.
-    /// </summary>
-    /// <returns>The task's result is when the commit happened (Unix ms): the end of end-to-end latency.</returns>
-    private Task<long> StartCommit(Batch batch)
-    {
-        var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
-        if (!_transactional) return Task.Run(() => { _producer.Flush(timeout); return DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(); });
-        var offsets = Offsets(batch);
-        _producer.SendOffsetsToTransaction(offsets, _consumer.ConsumerGroupMetadata, timeout);
-        return Task.Run(() => { CommitTransaction(timeout); return DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(); });
-    }
-
-    private void CommitTransaction(TimeSpan timeout)
-    {
-        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
-        while (true)
-        {
-            try
-            {
-                _producer.CommitTransaction(timeout);
-                return;
-            }
-            catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
-            {
-                // The commit's outcome is unknown, and retrying it is the documented way to learn it.
-                Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-commit", $"Kafka commit not confirmed ({e.Error.Reason}); retrying");
-                backoff.Wait(_stop);
-            }
-        }
-    }
-
-    /// <summary>True when the batch is committed; false when its transaction was aborted and it must be replayed.</summary>
-    private bool FinishCommit(InFlight f, out long committedAtMs)
-    {
-        committedAtMs = 0;
-        try
-        {
-            committedAtMs = f.Commit.GetAwaiter().GetResult();
-            if (!_transactional)
-            {
-                if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
-                    throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
-                _consumer.Commit(Offsets(f.Batch));
-            }
-            _stats.Transaction();
-            _abortBackoff.Reset();
-            return true;
-        }
-        catch (KafkaException e) when (IsFatal(e))
-        {
-            throw new FatalKafkaException(FatalMessage(e), e);
-        }
-        catch (KafkaException e)
-        {
-            _stats.Aborted();
-            Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka commit failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying");
-            AbortQuietly();
-            _abortBackoff.Wait(_stop);
-            return false;
-        }
-    }
-
     private static List<TopicPartitionOffset> Offsets(Batch batch) =>
         batch.NextOffsets.Select(o => new TopicPartitionOffset(o.Key, o.Value)).ToList();
 
@@ -575,8 +586,8 @@ internal sealed class Processor : IDisposable
 
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
-        // Commit (or give up) the batch in flight before its partitions go to another owner.
-        CompleteInFlight();
+        // Commit (or give up) the pending batch before its partitions go to another owner.
+        CompletePending(holdThroughOutage: false);
         var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
         _withoutPartitions.Restart();
         // Their messages read so far belong to the next owner, who resumes from the committed offset.
@@ -598,6 +609,7 @@ internal sealed class Processor : IDisposable
 
     public void Dispose()
     {
+        WaitQuietly(_pending?.Feedback); // after an exception: the store is disposed next, and a write may still run
         _consumer.Dispose();
         _producer.Dispose();
     }
