@@ -13,7 +13,8 @@ namespace PromoStream;
 /// </summary>
 internal static class Bench
 {
-    private sealed record Workload(int Events, int Restaurants, int Subscriptions, int Partitions, int Seed);
+    // The dedup window is part of the workload: a run longer than the window shows that state is bounded by it.
+    private sealed record Workload(int Events, int Restaurants, int Subscriptions, int Partitions, int Seed, int DedupWindowSeconds);
 
     private sealed record PipelineRun(long Consumed, long Rows, double BusySeconds, long P50Ms, long P99Ms, long PeakRssMb)
     {
@@ -28,13 +29,15 @@ internal static class Bench
             Restaurants: cli.Int("--restaurants", 5_000, 1),
             Subscriptions: cli.Int("--subscriptions", 50_000, 1),
             Partitions: cli.Int("--partitions", 64, 1, 1024),
-            Seed: cli.Int("--seed", 1));
+            Seed: cli.Int("--seed", 1),
+            DedupWindowSeconds: cli.Int("--dedup-window", 20, 1, 365 * 86400));
         var latencySeconds = cli.Int("--latency-seconds", 20, 1, 3600);
         var scale = cli.Int("--scale", 1, 1, 16);
         var compareEos = !cli.Has("--no-eos-compare");
+        var rounds = cli.Int("--rounds", 3, 1, 9);
 
         Log.Info($"bench: {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, " +
-                 $"{workload.Partitions} partitions; machine: {Environment.ProcessorCount} cores; starting the embedded stack");
+                 $"{workload.Partitions} partitions, dedup window {workload.DedupWindowSeconds} s; machine: {Environment.ProcessorCount} cores; starting the embedded stack");
         using var stack = EmbeddedStack.Start();
         var work = Directory.CreateTempSubdirectory("promostream-bench-");
         try
@@ -44,23 +47,45 @@ internal static class Bench
             using (var store = new FeedbackStore(dataSource)) store.ApplySchema();
             Simulator.SeedSubscribers(dataSource, Options(workload, 0, 0));
 
-            var eos = Pipeline(stack, work, workload, "eos", transactions: true, stop);
-            var fanouts = ExpectedBatches(dataSource, workload, batchEvents: 5000);
-            var a = BaselinePostgres(dataSource, fanouts);
-            var b = BaselineKafka(stack, workload, fanouts);
-            var noEos = compareEos ? Pipeline(stack, work, workload, "noeos", transactions: false, stop) : null;
+            // Rounds, each in the same order, and medians: this machine is shared and noisy, and one run of a pair can
+            // land in a quiet moment and the other in a busy one.
+            var eosRuns = new List<PipelineRun>();
+            var noEosRuns = new List<PipelineRun>();
+            var aSeconds = new List<double>();
+            var bSeconds = new List<double>();
+            List<List<CampaignFanout>>? fanouts = null;
+            for (var round = 1; round <= rounds; round++)
+            {
+                Log.Info($"bench: round {round} of {rounds}");
+                eosRuns.Add(Pipeline(stack, work, workload, $"eos{round}", transactions: true, stop));
+                fanouts ??= ExpectedBatches(dataSource, workload, batchEvents: 5000);
+                aSeconds.Add(BaselinePostgres(dataSource, fanouts).TotalSeconds);
+                bSeconds.Add(BaselineKafka(stack, workload, fanouts, round).TotalSeconds);
+                if (compareEos) noEosRuns.Add(Pipeline(stack, work, workload, $"noeos{round}", transactions: false, stop));
+            }
             var latency = LatencyPhase(stack, work, workload, latencySeconds, stop);
             var scaled = scale > 1
                 ? Pipeline(stack, work, workload with { Events = workload.Events * scale, Partitions = workload.Partitions * scale }, $"x{scale}", true, stop)
                 : null;
 
+            var eos = MedianRun(eosRuns) with { PeakRssMb = eosRuns.Max(r => r.PeakRssMb) };
+            var noEos = compareEos ? MedianRun(noEosRuns) : null;
+            var a = TimeSpan.FromSeconds(Median(aSeconds));
+            var b = TimeSpan.FromSeconds(Median(bSeconds));
+            var expectedRows = fanouts!.Sum(f => f.Sum(x => (long)x.Clients.Length));
+            foreach (var run in eosRuns.Where(r => r.Rows != expectedRows))
+                Log.Warn($"bench: the pipeline wrote {run.Rows} rows, the workload has {expectedRows} (a duplicate older than the dedup window?)");
+            Log.Info("bench: per round, seconds: pipeline " + string.Join(" ", eosRuns.Select(r => r.BusySeconds.ToString("0.00", CultureInfo.InvariantCulture))) +
+                     "; A " + string.Join(" ", aSeconds.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture))) +
+                     "; B " + string.Join(" ", bSeconds.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture))) +
+                     (compareEos ? "; no transactions " + string.Join(" ", noEosRuns.Select(r => r.BusySeconds.ToString("0.00", CultureInfo.InvariantCulture))) : ""));
             var ratio = eos.BusySeconds / Math.Max(a.TotalSeconds, b.TotalSeconds);
             var overhead = noEos is null ? 0 : (eos.BusySeconds / noEos.BusySeconds - 1) * 100;
             Console.WriteLine($"""
-                bench results ({Environment.ProcessorCount} cores, {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, {workload.Partitions} partitions)
+                bench results, medians of {rounds} round(s) ({Environment.ProcessorCount} cores, {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, {workload.Partitions} partitions, dedup window {workload.DedupWindowSeconds} s)
                   pipeline (exactly-once)   {eos.BusySeconds,8:0.00} s  {eos.EventsPerSecond,9:0} events/s  {eos.RowsPerSecond,9:0} rows/s  rows={eos.Rows}  peak_rss={eos.PeakRssMb} MB
                   pipeline (no transactions){(noEos is null ? "   skipped" : $"{noEos.BusySeconds,8:0.00} s  {noEos.EventsPerSecond,9:0} events/s")}
-                  baseline A (PostgreSQL)   {a.TotalSeconds,8:0.00} s  {fanouts.Sum(f => f.Sum(x => x.Clients.Length)) / a.TotalSeconds,9:0} rows/s
+                  baseline A (PostgreSQL)   {a.TotalSeconds,8:0.00} s  {expectedRows / a.TotalSeconds,9:0} rows/s
                   baseline B (Kafka, txn)   {b.TotalSeconds,8:0.00} s
                   ratio pipeline/max(A,B)   {ratio,8:0.00}
                   exactly-once overhead     {overhead,8:0.0} %
@@ -82,13 +107,22 @@ internal static class Bench
         Count: count, Rate: rate, Duplicates: 0.10, Malformed: 0.02, Expired: 0.05, NoSubscribers: 0.05,
         Seed: w.Seed, Restaurants: w.Restaurants, SeedSubscribers: w.Subscriptions, File: null, ExpectFile: null);
 
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    }
+
+    /// <summary>The run of median duration (the lower middle one for an even count), so its figures belong together.</summary>
+    private static PipelineRun MedianRun(List<PipelineRun> runs) => runs.OrderBy(r => r.BusySeconds).ElementAt((runs.Count - 1) / 2);
+
     /// <summary>One pipeline run: a processor child on fresh topics, fed the workload while it runs.</summary>
     private static PipelineRun Pipeline(EmbeddedStack stack, DirectoryInfo work, Workload w, string name, bool transactions, CancellationToken stop)
     {
         Truncate(stack);
         var settings = stack.CreateSettings(w.Partitions, $"bench-{name}");
         Log.Info($"bench: pipeline '{name}' ({(transactions ? "exactly-once" : "transactions off")}), {w.Events} events");
-        using var processor = StartProcessor(work, settings, name, transactions);
+        using var processor = StartProcessor(work, settings, name, transactions, w.DedupWindowSeconds);
         processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
         Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, w.Events, 0), DateTimeOffset.UtcNow.ToUnixTimeSeconds()), w.Events, 0, stop);
         return processor.WaitForFinal(TimeSpan.FromMinutes(30));
@@ -99,7 +133,7 @@ internal static class Bench
         Truncate(stack);
         var settings = stack.CreateSettings(w.Partitions, "bench-latency");
         Log.Info($"bench: latency phase, 1000 events/s for {seconds} s");
-        using var processor = StartProcessor(work, settings, "latency", transactions: true);
+        using var processor = StartProcessor(work, settings, "latency", transactions: true, w.DedupWindowSeconds);
         processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
         Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, seconds * 1000, 1000), DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             seconds * 1000, 1000, stop);
@@ -150,9 +184,9 @@ internal static class Bench
         return clock.Elapsed;
     }
 
-    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<CampaignFanout>> batches)
+    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<CampaignFanout>> batches, int round)
     {
-        var settings = stack.CreateSettings(w.Partitions, "bench-kafka-only");
+        var settings = stack.CreateSettings(w.Partitions, $"bench-kafka-only{round}");
         Log.Info("bench: baseline B, the same records produced transactionally to Kafka alone");
         using var producer = new ProducerBuilder<byte[], byte[]>(Kafka.Producer(settings.Kafka, transactional: true)).SetLogHandler((_, _) => { }).Build();
         producer.InitTransactions(TimeSpan.FromSeconds(30));
@@ -169,7 +203,7 @@ internal static class Bench
         return clock.Elapsed;
     }
 
-    private static ProcessorChild StartProcessor(DirectoryInfo work, Settings s, string name, bool transactions)
+    private static ProcessorChild StartProcessor(DirectoryInfo work, Settings s, string name, bool transactions, int dedupWindowSeconds)
     {
         var config = Path.Combine(work.FullName, $"{name}.yaml");
         File.WriteAllText(config, $"""
@@ -186,6 +220,7 @@ internal static class Bench
               connection_string: "{s.Postgres.ConnectionString}"
             processing:
               transactions: {(transactions ? "true" : "false")}
+              dedup_window_seconds: {dedupWindowSeconds}
             """);
         return new ProcessorChild(config);
     }
@@ -193,13 +228,17 @@ internal static class Bench
     /// <summary>`--process` as a child process; its log lines pass through so the bench shows progress.</summary>
     private sealed class ProcessorChild : IDisposable
     {
+        // Generous, because the first event can come seconds after the processor is assigned when the embedded broker
+        // still holds the earlier phases' records; idle time does not count in busy_s.
+        private const string IdleSeconds = "10";
+
         private readonly Process _process;
         private readonly List<string> _lines = [];
 
         public ProcessorChild(string config)
         {
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"), "--process", "--config", config, "--stop-when-idle", "3" })
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"), "--process", "--config", config, "--stop-when-idle", IdleSeconds })
                 start.ArgumentList.Add(a);
             _process = Process.Start(start)!;
             _process.OutputDataReceived += (_, e) => Add(e.Data, echo: false);
