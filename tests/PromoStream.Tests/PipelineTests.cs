@@ -43,7 +43,7 @@ public class PipelineTests
         Publish(settings, (Restaurant, Text.Utf8(SampleEvent)), (Restaurant, Text.Utf8(SampleEvent)), (Restaurant, Text.Utf8(expired)),
             (null, Text.Utf8(noSubscribers)), ("k1", malformed[0]), ("k2", malformed[1]), ("k3", malformed[2]), ("k4", malformed[3]));
 
-        var stats = Processor.Run(settings, stopWhenIdleSeconds: 2, CancellationToken.None);
+        var stats = Processor.Run(settings, stopWhenIdleSeconds: 2, Deadline());
 
         Assert.Equal(8, stats.Consumed);
         Assert.Equal(4, stats.Invalid);
@@ -84,15 +84,18 @@ public class PipelineTests
         using var kafka = EmbeddedKafka.Start();
         var settings = EmbeddedStack.CreateSettings(kafka, db, partitions: 4, prefix: "restart");
         Publish(settings, (Restaurant, Text.Utf8(SampleEvent)));
-        Processor.Run(settings, stopWhenIdleSeconds: 2, CancellationToken.None);
+        Processor.Run(settings, stopWhenIdleSeconds: 2, Deadline());
 
         // A new processor instance: its dedup window comes back from the changelog, not from memory.
         Publish(settings, (Restaurant, Text.Utf8(SampleEvent)));
-        var second = Processor.Run(settings, stopWhenIdleSeconds: 2, CancellationToken.None);
+        var second = Processor.Run(settings, stopWhenIdleSeconds: 2, Deadline());
 
         Assert.Equal(0, second.Notifications);
         Assert.True(second.Duplicates >= 1);
         Assert.Equal(8, PostgresServer.Scalar(db, "SELECT count(*) FROM subscribers_feedback"));
         Assert.Equal(8, CommittedRecords.Read(settings.Kafka, settings.Kafka.OutputTopic, TimeSpan.FromSeconds(20)).Count);
     }
+
+    // The idle stop ends these runs; the deadline only keeps a processor that never goes idle from hanging the suite.
+    private static CancellationToken Deadline() => new CancellationTokenSource(TimeSpan.FromMinutes(3)).Token;
 }

@@ -177,7 +177,7 @@ public class ReliabilityTests(ITestOutputHelper output)
         Eventually.True(() => PostgresServer.Scalar(db, "SELECT count(*) FROM subscribers_feedback") >= expected || running.IsCompleted,
             TimeSpan.FromMinutes(2), "drain after the broker is back");
         stop.Cancel();
-        await running;
+        await running.WaitAsync(TimeSpan.FromSeconds(60)); // a processor that does not stop when asked fails here instead of hanging the suite
         var rows = RowComparison.Of(db, report);
         Figure.Report(output, $"broker outage: 8s mid-stream; {rows}");
         Assert.True(rows.Exact, rows.ToString());
