@@ -277,8 +277,7 @@ internal sealed class Processor : IDisposable
     {
         try
         {
-            if (_transactional) _producer.BeginTransaction();
-            ProduceNotificationsAndDeadLetters(outcome);
+            OpenTransactionWith(outcome);
             return new Pending(batch, outcome, feedback, clock);
         }
         catch (KafkaException e) when (IsFatal(e))
@@ -294,6 +293,12 @@ internal sealed class Processor : IDisposable
             Rewind(batch);
             return null;
         }
+    }
+
+    private void OpenTransactionWith(Outcome outcome)
+    {
+        if (_transactional) _producer.BeginTransaction();
+        ProduceNotificationsAndDeadLetters(outcome);
     }
 
     /// <summary>
@@ -314,8 +319,7 @@ internal sealed class Processor : IDisposable
                 WaitQuietly(later);
                 AbortQuietly();
                 if (!holdThroughOutage || !WriteFeedbackUntilDone(outcome)) { Forget(outcome); return false; }
-                if (_transactional) _producer.BeginTransaction();
-                ProduceNotificationsAndDeadLetters(outcome);
+                OpenTransactionWith(outcome);
             }
             // Only now: a changelog entry must never exist for rows that are not in the database, even in an open
             // transaction, since some brokers (the embedded one) let readers see those.
