@@ -3,15 +3,29 @@
 # reliability tests, which start real processes), then a short benchmark, and ends with
 # "N passed, N failed[, N skipped]".
 #
-# Real brokers: where `docker info` answers, the compose stack (docker-compose.yml) is brought up and the
-# real-broker checks run against it; elsewhere they are reported as skipped, with the reason.
+# Real brokers, in this order: a PROMOSTREAM_TEST_BOOTSTRAP the user exported wins (nothing is started);
+# where `docker info` answers, the compose stack (docker-compose.yml) is brought up; otherwise, where
+# ../shared/kafka/kfake exists (a Kafka-protocol broker in one process, see its README), it is started for the
+# run and stopped on exit; elsewhere the real-broker checks are reported as skipped, with the reason.
+# PROMOSTREAM_TEST_BROKER says which one the tests face: user, compose or kfake.
 set -uo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
 passed=0 failed=0 skipped=0
 work=$(mktemp -d -t promostream-test-XXXXXX)
 compose_up=0
+kfake_pid=
+stop_kfake() {
+  if [ -n "$kfake_pid" ] && kill "$kfake_pid" 2>/dev/null; then
+    # SIGTERM stops kfake at once; should it not, SIGKILL after 5 s. Nothing is left behind.
+    for _ in $(seq 50); do kill -0 "$kfake_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$kfake_pid" 2>/dev/null
+  fi
+  [ -n "$kfake_pid" ] && wait "$kfake_pid" 2>/dev/null
+  kfake_pid=
+}
 cleanup() {
+  stop_kfake
   [ "$compose_up" = 1 ] && docker compose down -v >/dev/null 2>&1
   rm -rf "$work"
 }
@@ -43,17 +57,56 @@ echo "PostgreSQL binaries: $(postgres_bin || command -v initdb)"
 command -v dotnet >/dev/null || { echo "dotnet SDK not found"; echo "0 passed, 1 failed"; exit 1; }
 
 step "real brokers"
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+kfake="$root/../shared/kafka/kfake"
+# Starts kfake in the background and waits (up to 20 s) for its first stdout line,
+# "bootstrap 127.0.0.1:P,127.0.0.1:P,..."; sets kfake_pid and kfake_bootstrap. Returns non-zero on failure.
+start_kfake() {
+  local bin="$kfake" line= deadline=$((SECONDS + 20))
+  if [ ! -x "$bin" ]; then
+    # CI copies shared/ without write bits, and a copy may lack the exec bit too: run a copy of our own.
+    cp "$kfake" "$work/kfake" && chmod +x "$work/kfake" || return 1
+    bin="$work/kfake"
+  fi
+  : >"$work/kfake.out"
+  "$bin" -ports 0,0,0 -partitions 4 -log-level warn >"$work/kfake.out" 2>"$work/kfake.log" &
+  kfake_pid=$!
+  # read succeeds only on a complete line; poll until it does, kfake exits, or 20 s pass.
+  until IFS= read -r line <"$work/kfake.out"; do
+    if ! kill -0 "$kfake_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then line=; break; fi
+    sleep 0.1
+  done
+  if [[ "$line" =~ ^bootstrap\ (127\.0\.0\.1:[0-9]+(,127\.0\.0\.1:[0-9]+)*)$ ]]; then
+    kfake_bootstrap=${BASH_REMATCH[1]}
+    return 0
+  fi
+  echo "kfake exited or gave no bootstrap line within 20 s (stdout: '$(head -c 200 "$work/kfake.out")'); its log:"
+  tail -n 20 "$work/kfake.log"
+  stop_kfake
+  return 1
+}
+if [ -n "${PROMOSTREAM_TEST_BOOTSTRAP:-}" ]; then
+  export PROMOSTREAM_TEST_BROKER=user
+  unset PROMOSTREAM_REAL_BROKER_SKIP
+  echo "real-broker checks use the broker you exported: PROMOSTREAM_TEST_BOOTSTRAP=$PROMOSTREAM_TEST_BOOTSTRAP"
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   if docker compose up -d --wait >"$work/compose.log" 2>&1; then
     compose_up=1
-    export PROMOSTREAM_TEST_BOOTSTRAP="localhost:9092"
-    echo "compose stack up: the real-broker checks run against Apache Kafka and PostgreSQL 16"
+    export PROMOSTREAM_TEST_BOOTSTRAP="localhost:9092" PROMOSTREAM_TEST_BROKER=compose
+    echo "real-broker checks use the compose stack: Apache Kafka and PostgreSQL 16 ($PROMOSTREAM_TEST_BOOTSTRAP)"
   else
     fail "docker compose up (see below)"; tail -n 20 "$work/compose.log"
     export PROMOSTREAM_REAL_BROKER_SKIP="docker compose up failed"
   fi
+elif [ -f "$kfake" ]; then
+  if start_kfake; then
+    export PROMOSTREAM_TEST_BOOTSTRAP="$kfake_bootstrap" PROMOSTREAM_TEST_BROKER=kfake
+    echo "real-broker checks use kfake (../shared/kafka/kfake, pid $kfake_pid, 3 brokers): $PROMOSTREAM_TEST_BOOTSTRAP"
+  else
+    fail "start kfake"
+    export PROMOSTREAM_REAL_BROKER_SKIP="../shared/kafka/kfake did not start"
+  fi
 else
-  export PROMOSTREAM_REAL_BROKER_SKIP="no Docker engine answers 'docker info'; real-broker checks need the compose stack"
+  export PROMOSTREAM_REAL_BROKER_SKIP="no Docker engine answers 'docker info' and ../shared/kafka/kfake is missing; real-broker checks need one of them"
   echo "skipping real-broker checks: $PROMOSTREAM_REAL_BROKER_SKIP"
 fi
 
@@ -79,9 +132,14 @@ count() {
 if grep -qE '^Total tests: [0-9]+|(Passed|Failed)!\s+-' "$work/test.log"; then
   passed=$((passed + $(count Passed))); failed=$((failed + $(count Failed))); skipped=$((skipped + $(count Skipped)))
   # Every skipped test is a real-broker check; the reason is why this machine cannot run it.
-  grep -E '^\s+Skipped ' "$work/test.log" | sed "s/^ */SKIP /; s/ \[.*\]\$//; s/\$/: ${PROMOSTREAM_REAL_BROKER_SKIP:-skipped}/" || true
+  # (The reason is appended by the shell, not sed: it may contain '/'.)
+  grep -E '^\s+Skipped ' "$work/test.log" | sed -E 's/^\s+Skipped /SKIP /; s/ \[.*\]$//' \
+    | while IFS= read -r t; do echo "$t: ${PROMOSTREAM_REAL_BROKER_SKIP:-skipped}"; done || true
 else
   fail "dotnet test produced no summary (see above)"; tail -n 40 "$work/test.log"
+fi
+if [ -n "$kfake_pid" ] && ! kill -0 "$kfake_pid" 2>/dev/null; then
+  fail "kfake exited during the tests; its log:"; tail -n 20 "$work/kfake.log"
 fi
 
 step "benchmark smoke: a small --bench proves the command works and prints its last line"

@@ -178,14 +178,17 @@ internal static class Posix
     public static void Kill(int pid, int signal) => SysKill(pid, signal);
 }
 
-/// <summary>A check that needs a real Kafka broker (compose mode of test.sh); skipped elsewhere with the reason.</summary>
+/// <summary>
+/// A check that needs a real Kafka-protocol broker: test.sh sets PROMOSTREAM_TEST_BOOTSTRAP to the compose stack's
+/// Apache Kafka or to ../shared/kafka/kfake (PROMOSTREAM_TEST_BROKER says which); skipped elsewhere with the reason.
+/// </summary>
 public sealed class RealBrokerFactAttribute : FactAttribute
 {
     public RealBrokerFactAttribute()
     {
         if (Environment.GetEnvironmentVariable("PROMOSTREAM_TEST_BOOTSTRAP") is null)
             Skip = "real broker needed: " + (Environment.GetEnvironmentVariable("PROMOSTREAM_REAL_BROKER_SKIP")
-                                             ?? "PROMOSTREAM_TEST_BOOTSTRAP is not set (test.sh sets it in compose mode)");
+                                             ?? "PROMOSTREAM_TEST_BOOTSTRAP is not set (test.sh sets it for the compose stack or kfake)");
     }
 }
 
