@@ -13,8 +13,7 @@ namespace PromoStream;
 /// </summary>
 internal static class Bench
 {
-    // The dedup window is part of the workload: a run longer than the window shows that state is bounded by it.
-    private sealed record Workload(int Events, int Restaurants, int Subscriptions, int Partitions, int Seed, int DedupWindowSeconds);
+    private sealed record Workload(int Events, int Restaurants, int Subscriptions, int Partitions, int Seed);
 
     private sealed record PipelineRun(long Consumed, long Rows, double BusySeconds, long P50Ms, long P99Ms, long PeakRssMb)
     {
@@ -29,15 +28,14 @@ internal static class Bench
             Restaurants: cli.Int("--restaurants", 5_000, 1),
             Subscriptions: cli.Int("--subscriptions", 50_000, 1),
             Partitions: cli.Int("--partitions", 64, 1, 1024),
-            Seed: cli.Int("--seed", 1),
-            DedupWindowSeconds: cli.Int("--dedup-window", 20, 1, 365 * 86400));
+            Seed: cli.Int("--seed", 1));
         var latencySeconds = cli.Int("--latency-seconds", 20, 1, 3600);
         var scale = cli.Int("--scale", 1, 1, 16);
         var compareEos = !cli.Has("--no-eos-compare");
         var rounds = cli.Int("--rounds", 3, 1, 9);
 
         Log.Info($"bench: {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, " +
-                 $"{workload.Partitions} partitions, dedup window {workload.DedupWindowSeconds} s; machine: {Environment.ProcessorCount} cores; starting the embedded stack");
+                 $"{workload.Partitions} partitions; machine: {Environment.ProcessorCount} cores; starting the embedded stack");
         using var stack = EmbeddedStack.Start();
         var work = Directory.CreateTempSubdirectory("promostream-bench-");
         try
@@ -53,13 +51,14 @@ internal static class Bench
             var noEosRuns = new List<PipelineRun>();
             var aSeconds = new List<double>();
             var bSeconds = new List<double>();
-            List<List<CampaignFanout>>? fanouts = null;
+            List<List<Fanout>>? fanouts = null;
+            var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             for (var round = 1; round <= rounds; round++)
             {
                 Log.Info($"bench: round {round} of {rounds}");
                 eosRuns.Add(Pipeline(stack, work, workload, $"eos{round}", transactions: true, stop));
                 fanouts ??= ExpectedBatches(dataSource, workload, batchEvents: 5000);
-                aSeconds.Add(BaselinePostgres(dataSource, fanouts).TotalSeconds);
+                aSeconds.Add(BaselinePostgres(dataSource, fanouts, now).TotalSeconds);
                 bSeconds.Add(BaselineKafka(stack, workload, fanouts, round).TotalSeconds);
                 if (compareEos) noEosRuns.Add(Pipeline(stack, work, workload, $"noeos{round}", transactions: false, stop));
             }
@@ -72,9 +71,9 @@ internal static class Bench
             var noEos = compareEos ? MedianRun(noEosRuns) : null;
             var a = TimeSpan.FromSeconds(Median(aSeconds));
             var b = TimeSpan.FromSeconds(Median(bSeconds));
-            var expectedRows = fanouts!.Sum(f => f.Sum(x => (long)x.Clients.Length));
+            var expectedRows = fanouts!.Sum(f => f.Sum(x => (long)x.Entry.Clients.Length));
             foreach (var run in eosRuns.Where(r => r.Rows != expectedRows))
-                Log.Warn($"bench: the pipeline wrote {run.Rows} rows, the workload has {expectedRows} (a duplicate older than the dedup window?)");
+                Log.Warn($"bench: the pipeline wrote {run.Rows} rows, the workload has {expectedRows} (the sinks disagree with the workload)");
             Log.Info("bench: per round, seconds: pipeline " + string.Join(" ", eosRuns.Select(r => r.BusySeconds.ToString("0.00", CultureInfo.InvariantCulture))) +
                      "; A " + string.Join(" ", aSeconds.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture))) +
                      "; B " + string.Join(" ", bSeconds.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture))) +
@@ -82,7 +81,7 @@ internal static class Bench
             var ratio = eos.BusySeconds / Math.Max(a.TotalSeconds, b.TotalSeconds);
             var overhead = noEos is null ? 0 : (eos.BusySeconds / noEos.BusySeconds - 1) * 100;
             Console.WriteLine($"""
-                bench results, medians of {rounds} round(s) ({Environment.ProcessorCount} cores, {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, {workload.Partitions} partitions, dedup window {workload.DedupWindowSeconds} s)
+                bench results, medians of {rounds} round(s) ({Environment.ProcessorCount} cores, {workload.Events} events, {workload.Restaurants} restaurants, {workload.Subscriptions} subscriptions, {workload.Partitions} partitions)
                   pipeline (exactly-once)   {eos.BusySeconds,8:0.00} s  {eos.EventsPerSecond,9:0} events/s  {eos.RowsPerSecond,9:0} rows/s  rows={eos.Rows}  peak_rss={eos.PeakRssMb} MB
                   pipeline (no transactions){(noEos is null ? "   skipped" : $"{noEos.BusySeconds,8:0.00} s  {noEos.EventsPerSecond,9:0} events/s")}
                   baseline A (PostgreSQL)   {a.TotalSeconds,8:0.00} s  {expectedRows / a.TotalSeconds,9:0} rows/s
@@ -122,7 +121,7 @@ internal static class Bench
         Truncate(stack);
         var settings = stack.CreateSettings(w.Partitions, $"bench-{name}");
         Log.Info($"bench: pipeline '{name}' ({(transactions ? "exactly-once" : "transactions off")}), {w.Events} events");
-        using var processor = StartProcessor(work, settings, name, transactions, w.DedupWindowSeconds);
+        using var processor = StartProcessor(work, settings, name, transactions);
         processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
         Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, w.Events, 0), DateTimeOffset.UtcNow.ToUnixTimeSeconds()), w.Events, 0, stop);
         return processor.WaitForFinal(TimeSpan.FromMinutes(30));
@@ -133,7 +132,7 @@ internal static class Bench
         Truncate(stack);
         var settings = stack.CreateSettings(w.Partitions, "bench-latency");
         Log.Info($"bench: latency phase, 1000 events/s for {seconds} s");
-        using var processor = StartProcessor(work, settings, "latency", transactions: true, w.DedupWindowSeconds);
+        using var processor = StartProcessor(work, settings, "latency", transactions: true);
         processor.WaitFor("assigned partitions", TimeSpan.FromSeconds(60));
         Simulator.Publish(settings.Kafka, Simulator.Generate(Options(w, seconds * 1000, 1000), DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             seconds * 1000, 1000, stop);
@@ -143,17 +142,25 @@ internal static class Bench
     private static void Truncate(EmbeddedStack stack)
     {
         using var dataSource = FeedbackStore.CreateDataSource(stack.Postgres.ConnectionString);
-        using var command = dataSource.CreateCommand("TRUNCATE public.subscribers_feedback");
+        Truncate(dataSource);
+    }
+
+    /// <summary>Each phase starts from empty sinks: no rows, and a ledger that has seen no campaign.</summary>
+    private static void Truncate(Npgsql.NpgsqlDataSource dataSource)
+    {
+        using var command = dataSource.CreateCommand("TRUNCATE public.subscribers_feedback, public.promostream_ledger, public.promostream_input_positions");
         command.ExecuteNonQuery();
     }
 
     /// <summary>The notifications the pipeline computes for the workload, cut into the batches it would commit.</summary>
-    private static List<List<CampaignFanout>> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, int batchEvents)
+    private sealed record Fanout(LedgerEntry Entry, NotificationTemplate Template);
+
+    private static List<List<Fanout>> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, int batchEvents)
     {
         var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromHours(1));
         var seen = new HashSet<CampaignKey>();
-        var batches = new List<List<CampaignFanout>>();
+        var batches = new List<List<Fanout>>();
         var campaigns = new List<Campaign>();
         var i = 0;
         foreach (var e in Simulator.Generate(Options(w, w.Events, 0), now))
@@ -167,24 +174,24 @@ internal static class Bench
         return batches;
     }
 
-    private static List<CampaignFanout> Fanouts(SubscriberDirectory subscribers, List<Campaign> campaigns, long now)
+    private static List<Fanout> Fanouts(SubscriberDirectory subscribers, List<Campaign> campaigns, long now)
     {
         subscribers.Prepare(campaigns.Select(c => c.RestaurantId).ToHashSet());
-        return campaigns.Select(c => (c, clients: subscribers.ClientsOf(c.RestaurantId))).Where(x => x.clients.Length > 0)
-            .Select(x => new CampaignFanout(x.c, x.clients, new NotificationTemplate(x.c, now), now)).ToList();
+        return campaigns.Select((c, i) => (c, i, clients: subscribers.ClientsOf(c.RestaurantId))).Where(x => x.clients.Length > 0)
+            .Select(x => new Fanout(new LedgerEntry(x.c, new InputPosition("baseline", 0, x.i), true, x.clients), new NotificationTemplate(x.c, now))).ToList();
     }
 
-    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<List<CampaignFanout>> batches)
+    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<List<Fanout>> batches, long now)
     {
-        using (var truncate = dataSource.CreateCommand("TRUNCATE public.subscribers_feedback")) truncate.ExecuteNonQuery();
-        Log.Info($"bench: baseline A, {batches.Sum(b => b.Sum(f => f.Clients.Length))} rows upserted into PostgreSQL alone");
-        using var store = new FeedbackStore(dataSource);
+        Truncate(dataSource);
+        Log.Info($"bench: baseline A, {batches.Sum(b => b.Sum(f => f.Entry.Clients.Length))} rows written through the ledger into PostgreSQL alone");
+        using var ledger = new CampaignLedger(dataSource, "bench", "bench-baseline", 1000);
         var clock = Stopwatch.StartNew();
-        foreach (var batch in batches) store.Write(batch);
+        foreach (var batch in batches) ledger.Record(batch.Select(f => f.Entry).ToList(), now, [], CancellationToken.None);
         return clock.Elapsed;
     }
 
-    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<CampaignFanout>> batches, int round)
+    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<Fanout>> batches, int round)
     {
         var settings = stack.CreateSettings(w.Partitions, $"bench-kafka-only{round}");
         Log.Info("bench: baseline B, the same records produced transactionally to Kafka alone");
@@ -195,7 +202,7 @@ internal static class Bench
         {
             producer.BeginTransaction();
             foreach (var fanout in batch)
-                foreach (var client in fanout.Clients)
+                foreach (var client in fanout.Entry.Clients)
                     Simulator.ProduceWithBackpressure(producer, settings.Kafka.OutputTopic,
                         new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = fanout.Template.For(client) }, null!);
             producer.CommitTransaction();
@@ -203,7 +210,7 @@ internal static class Bench
         return clock.Elapsed;
     }
 
-    private static ProcessorChild StartProcessor(DirectoryInfo work, Settings s, string name, bool transactions, int dedupWindowSeconds)
+    private static ProcessorChild StartProcessor(DirectoryInfo work, Settings s, string name, bool transactions)
     {
         var config = Path.Combine(work.FullName, $"{name}.yaml");
         File.WriteAllText(config, $"""
@@ -220,7 +227,6 @@ internal static class Bench
               connection_string: "{s.Postgres.ConnectionString}"
             processing:
               transactions: {(transactions ? "true" : "false")}
-              dedup_window_seconds: {dedupWindowSeconds}
             """);
         return new ProcessorChild(config);
     }

@@ -37,7 +37,6 @@ internal sealed class CommandLine
         ["--subscriptions"] = [Mode.Bench],
         ["--latency-seconds"] = [Mode.Bench],
         ["--scale"] = [Mode.Bench],
-        ["--dedup-window"] = [Mode.Bench],
         ["--rounds"] = [Mode.Bench],
     };
 
@@ -93,7 +92,6 @@ internal sealed class CommandLine
           --restaurants N      restaurants (default 5000)
           --subscriptions N    subscription rows (default 50000)
           --latency-seconds S  length of the 1,000 events/s latency phase (default 20)
-          --dedup-window S     the processor's dedup window in bench runs (default 20, shorter than a run)
           --rounds N           rounds of pipeline and baselines; medians are reported (default 3)
           --scale N            also run N times the events and report both (default 1: off)
           --partitions N       input topic partitions (default 64)

@@ -8,8 +8,8 @@ namespace PromoStream;
 internal sealed class ConfigException(string message) : Exception(message);
 
 internal sealed record KafkaSettings(
-    string BootstrapServers, string InputTopic, string OutputTopic, string DlqTopic, string DedupTopic,
-    string GroupId, string TransactionalId,
+    string BootstrapServers, string InputTopic, string OutputTopic, string DlqTopic,
+    string GroupId, string TransactionalId, string? GroupInstanceId,
     string SecurityProtocol, string? SaslMechanism, string? SaslUsername, string? SaslPassword, string? SslCaLocation,
     bool CreateTopics, int TopicPartitions, short ReplicationFactor, string AutoOffsetReset,
     int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes);
@@ -27,7 +27,7 @@ internal sealed record PostgresSettings(string ConnectionString, int ConnectTime
 }
 
 internal sealed record ProcessingSettings(
-    int BatchMaxEvents, int BatchMaxMs, int DedupWindowSeconds, int SubscribersRefreshSeconds,
+    int BatchMaxEvents, int BatchMaxMs, int SubscribersRefreshSeconds,
     int StatsIntervalSeconds, int RetryBackoffMaxMs, bool Transactions);
 
 internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, ProcessingSettings Processing)
@@ -41,9 +41,9 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["kafka.input_topic"] = null,
         ["kafka.output_topic"] = null,
         ["kafka.dlq_topic"] = null,
-        ["kafka.dedup_topic"] = "",
         ["kafka.group_id"] = null,
         ["kafka.transactional_id"] = null,
+        ["kafka.group_instance_id"] = "",
         ["kafka.security_protocol"] = "plaintext",
         ["kafka.sasl_mechanism"] = "SCRAM-SHA-512",
         ["kafka.sasl_username"] = "",
@@ -61,11 +61,17 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["postgres.connect_timeout_seconds"] = "30",
         ["processing.batch_max_events"] = "5000",
         ["processing.batch_max_ms"] = "100",
-        ["processing.dedup_window_seconds"] = "86400",
         ["processing.subscribers_refresh_seconds"] = "30",
         ["processing.stats_interval_seconds"] = "5",
         ["processing.retry_backoff_max_ms"] = "10000",
         ["processing.transactions"] = "true",
+    };
+
+    /// <summary>Keys of earlier versions that mean nothing now: accepted with a warning, so an upgrade does not stop on them.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Obsolete = new Dictionary<string, string>
+    {
+        ["kafka.dedup_topic"] = "the dedup changelog is gone: the ledger table in PostgreSQL decides duplicates; the old topic can be deleted",
+        ["processing.dedup_window_seconds"] = "duplicates are now dropped for a campaign's whole life (the ledger table in PostgreSQL)",
     };
 
     public static Settings Load(string path, IDictionary<string, string?>? environment = null)
@@ -105,6 +111,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             foreach (var (keyNode, valueNode) in mapping.Children)
             {
                 var key = $"{section}.{((YamlScalarNode)keyNode).Value}";
+                if (Obsolete.TryGetValue(key, out var why)) { Log.Warn($"{source}: key '{key}' is ignored: {why}"); continue; }
                 if (!Keys.ContainsKey(key)) throw new ConfigException($"{source}: unknown key '{key}'");
                 if (valueNode is not YamlScalarNode scalar)
                     throw new ConfigException($"{source}: key '{key}' must be a single value, not a list or mapping");
@@ -141,6 +148,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             if (!name.StartsWith(EnvPrefix, StringComparison.OrdinalIgnoreCase) || value is null) continue;
             var parts = name[EnvPrefix.Length..].Split("__");
             var key = parts.Length == 2 ? $"{parts[0].ToLowerInvariant()}.{parts[1].ToLowerInvariant()}" : "";
+            if (Obsolete.TryGetValue(key, out var why)) { Log.Warn($"environment variable {name} is ignored: {why}"); continue; }
             if (!Keys.ContainsKey(key))
                 throw new ConfigException($"environment variable {name} names no config key (expected {EnvPrefix}SECTION__KEY, e.g. {EnvPrefix}KAFKA__SASL_PASSWORD)");
             values[key] = value;
@@ -151,15 +159,14 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     {
         var read = new KeyReader(values);
         var groupId = read.String("kafka.group_id");
-        var dedupTopic = read.String("kafka.dedup_topic");
         var kafka = new KafkaSettings(
             BootstrapServers: read.String("kafka.bootstrap_servers"),
             InputTopic: read.TopicName("kafka.input_topic"),
             OutputTopic: read.TopicName("kafka.output_topic"),
             DlqTopic: read.TopicName("kafka.dlq_topic"),
-            DedupTopic: dedupTopic == "" ? $"{groupId}-dedup-changelog" : read.TopicName("kafka.dedup_topic"),
             GroupId: groupId,
-            TransactionalId: read.String("kafka.transactional_id"),
+            TransactionalId: WithHostname(read.String("kafka.transactional_id")),
+            GroupInstanceId: read.Optional("kafka.group_instance_id") is { } instance ? WithHostname(instance) : null,
             SecurityProtocol: read.OneOf("kafka.security_protocol", "plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
             SaslMechanism: read.OneOf("kafka.sasl_mechanism", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
             SaslUsername: read.Optional("kafka.sasl_username"),
@@ -182,13 +189,15 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         var processing = new ProcessingSettings(
             BatchMaxEvents: read.Int("processing.batch_max_events", 1, 1_000_000),
             BatchMaxMs: read.Int("processing.batch_max_ms", 1, 60_000),
-            DedupWindowSeconds: read.Int("processing.dedup_window_seconds", 1, 365 * 86400),
             SubscribersRefreshSeconds: read.Int("processing.subscribers_refresh_seconds", 0, 86400),
             StatsIntervalSeconds: read.Int("processing.stats_interval_seconds", 1, 3600),
             RetryBackoffMaxMs: read.Int("processing.retry_backoff_max_ms", 10, 600_000),
             Transactions: read.Bool("processing.transactions"));
         return new Settings(kafka, postgres, processing);
     }
+
+    /// <summary>"{hostname}" in an id becomes this machine's name: one config file, a distinct stable id per host or pod.</summary>
+    private static string WithHostname(string id) => id.Replace("{hostname}", Environment.MachineName, StringComparison.Ordinal);
 
     private sealed class KeyReader(IReadOnlyDictionary<string, string> values)
     {

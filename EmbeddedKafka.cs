@@ -42,6 +42,9 @@ internal sealed unsafe class EmbeddedKafka : IDisposable
             DestroyHandle(handle);
             throw new InvalidOperationException($"librdkafka could not create a mock cluster with {brokers} broker(s)");
         }
+        // Kafka's group.initial.rebalance.delay.ms (3 s in the mock as in Kafka) only waits for more members of a
+        // new group; a single-machine broker has none to wait for, so a new group's first join is served at once.
+        ((delegate* unmanaged<nint, int, void>)Export("rd_kafka_mock_group_initial_rebalance_delay_ms"))(cluster, 0);
         var bootstraps = ((delegate* unmanaged<nint, nint>)Export("rd_kafka_mock_cluster_bootstraps"))(cluster);
         return new EmbeddedKafka(handle, cluster, Marshal.PtrToStringUTF8(bootstraps) ?? "");
     }

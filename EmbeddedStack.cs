@@ -44,7 +44,7 @@ internal sealed class EmbeddedStack : IDisposable
         foreach (var (key, value) in overrides ?? new Dictionary<string, string>()) values[key] = value;
         var settings = Settings.FromValues(values);
         var k = settings.Kafka;
-        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic, k.DedupTopic }) kafka.CreateTopic(topic, partitions);
+        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);
         return settings;
     }
 

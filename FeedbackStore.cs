@@ -6,20 +6,10 @@ namespace PromoStream;
 /// <summary>The schema is missing or incomplete; the user must run --init-db.</summary>
 internal sealed class SchemaException(string message) : Exception(message);
 
-/// <summary>All campaign notifications of one batch for one campaign: the rows and records fan out from here.</summary>
-internal sealed record CampaignFanout(Campaign Campaign, string[] Clients, NotificationTemplate Template, long TriggerDatetimeCreated);
-
-/// <summary>PostgreSQL access: schema, and the idempotent batch write into subscribers_feedback.</summary>
+/// <summary>PostgreSQL set-up: connections, the schema and its check. The writes are the ledger's (Ledger.cs).</summary>
 internal sealed class FeedbackStore : IDisposable
 {
-    private const string Columns =
-        "restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
-        "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, client_id, trigger_datetime_created";
-
     private readonly NpgsqlDataSource _dataSource;
-    // One long-lived connection for writes: the staging table is session-local, and a pooled connection is reset
-    // (temp tables dropped) every time it goes back to the pool.
-    private NpgsqlConnection? _writer;
 
     public FeedbackStore(NpgsqlDataSource dataSource) => _dataSource = dataSource;
 
@@ -29,6 +19,11 @@ internal sealed class FeedbackStore : IDisposable
     {
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
         if (builder.Timeout == 15) builder.Timeout = 5; // a dead database should be noticed quickly; retries are ours
+        // Npgsql 10 prefers GSS encryption and, on any failure, connects a second time without it: a wrong password
+        // then costs two failed logins, and a silent server can block past the timeout (npgsql#6555, #6655). Kerberos
+        // users who want GSS encryption say so in the connection string.
+        if (!System.Text.RegularExpressions.Regex.IsMatch(connectionString, @"gss\s*enc", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
+            builder.GssEncryptionMode = GssEncryptionMode.Disable;
         return NpgsqlDataSource.Create(builder.ConnectionString);
     }
 
@@ -42,6 +37,11 @@ internal sealed class FeedbackStore : IDisposable
             {
                 using var connection = dataSource.OpenConnection();
                 return;
+            }
+            catch (PostgresException e) when (Failures.Classify(e) == FailureClass.PermanentForProcess)
+            {
+                // A wrong password or an unknown database does not heal by waiting; trying again only adds failed logins.
+                throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, where), e);
             }
             catch (Exception e) when (e is NpgsqlException or TimeoutException)
             {
@@ -87,6 +87,7 @@ internal sealed class FeedbackStore : IDisposable
         using var command = _dataSource.CreateCommand("""
             SELECT to_regclass('public.subscribers_restaurants') IS NOT NULL,
                    to_regclass('public.subscribers_feedback') IS NOT NULL,
+                   to_regclass('public.promostream_ledger') IS NOT NULL AND to_regclass('public.promostream_input_positions') IS NOT NULL,
                    EXISTS (SELECT 1 FROM pg_index i
                            WHERE i.indrelid = to_regclass('public.subscribers_feedback') AND i.indisunique AND i.indisvalid
                              AND i.indnkeyatts = 3
@@ -99,100 +100,13 @@ internal sealed class FeedbackStore : IDisposable
         var missing = new List<string>();
         if (!reader.GetBoolean(0)) missing.Add("table public.subscribers_restaurants");
         if (!reader.GetBoolean(1)) missing.Add("table public.subscribers_feedback");
-        else if (!reader.GetBoolean(2)) missing.Add("the unique index on subscribers_feedback (restaurant_id, adv_campaign_id, client_id)");
+        else if (!reader.GetBoolean(3)) missing.Add("the unique index on subscribers_feedback (restaurant_id, adv_campaign_id, client_id)");
+        if (!reader.GetBoolean(2)) missing.Add("PromoStream's tables public.promostream_ledger and public.promostream_input_positions");
         if (missing.Count > 0)
             throw new SchemaException($"the database lacks {string.Join(" and ", missing)}; run `dotnet run -- --init-db` first");
     }
 
-    /// <summary>
-    /// Upserts all rows of a batch in one database transaction. ON CONFLICT DO NOTHING makes a replay add nothing
-    /// and leaves a feedback value written by the notification service untouched. Returns the rows actually inserted.
-    /// Each campaign's text is staged once and its clients as (campaign, client) pairs; the join fans them out
-    /// inside the database, so a campaign with many subscribers is not sent over the wire once per subscriber.
-    /// </summary>
-    public int Write(IReadOnlyList<CampaignFanout> fanouts)
-    {
-        if (fanouts.Count == 0) return 0;
-        try
-        {
-            var connection = _writer ??= OpenWriter();
-            using var transaction = connection.BeginTransaction();
-            StageCampaigns(connection, fanouts);
-            StageClients(connection, fanouts);
-            using var upsert = new NpgsqlCommand(
-                $"INSERT INTO public.subscribers_feedback ({Columns}) " +
-                "SELECT c.restaurant_id, c.adv_campaign_id, c.adv_campaign_content, c.adv_campaign_owner, c.adv_campaign_owner_contact, " +
-                "c.adv_campaign_datetime_start, c.adv_campaign_datetime_end, c.datetime_created, k.client_id, c.trigger_datetime_created " +
-                "FROM staged_clients k JOIN staged_campaigns c ON c.n = k.n " +
-                "ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING", connection, transaction);
-            var inserted = upsert.ExecuteNonQuery();
-            transaction.Commit();
-            return inserted;
-        }
-        catch
-        {
-            // The connection may be broken; the next attempt starts from a fresh one.
-            _writer?.Dispose();
-            _writer = null;
-            throw;
-        }
-    }
-
-    private NpgsqlConnection OpenWriter()
-    {
-        var connection = _dataSource.OpenConnection();
-        using var create = new NpgsqlCommand("""
-            CREATE TEMP TABLE IF NOT EXISTS staged_campaigns (
-                n int4, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
-                adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
-                datetime_created int8, trigger_datetime_created int4) ON COMMIT DELETE ROWS;
-            CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
-            """, connection);
-        create.ExecuteNonQuery();
-        return connection;
-    }
-
-    private static void StageCampaigns(NpgsqlConnection connection, IReadOnlyList<CampaignFanout> fanouts)
-    {
-        using var copy = connection.BeginBinaryImport(
-            "COPY staged_campaigns (n, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
-            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created) FROM STDIN (FORMAT BINARY)");
-        for (var n = 0; n < fanouts.Count; n++)
-        {
-            var c = fanouts[n].Campaign;
-            copy.StartRow();
-            copy.Write(n, NpgsqlDbType.Integer);
-            copy.Write(c.RestaurantId, NpgsqlDbType.Text);
-            copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
-            copy.Write(c.Content, NpgsqlDbType.Text);
-            copy.Write(c.Owner, NpgsqlDbType.Text);
-            copy.Write(c.OwnerContact, NpgsqlDbType.Text);
-            copy.Write(c.DatetimeStart, NpgsqlDbType.Bigint);
-            copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
-            copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
-            copy.Write(checked((int)fanouts[n].TriggerDatetimeCreated), NpgsqlDbType.Integer);
-        }
-        copy.Complete();
-    }
-
-    private static void StageClients(NpgsqlConnection connection, IReadOnlyList<CampaignFanout> fanouts)
-    {
-        using var copy = connection.BeginBinaryImport("COPY staged_clients (n, client_id) FROM STDIN (FORMAT BINARY)");
-        for (var n = 0; n < fanouts.Count; n++)
-            foreach (var client in fanouts[n].Clients)
-            {
-                copy.StartRow();
-                copy.Write(n, NpgsqlDbType.Integer);
-                copy.Write(client, NpgsqlDbType.Text);
-            }
-        copy.Complete();
-    }
-
-    public void Dispose()
-    {
-        _writer?.Dispose();
-        _writer = null;
-    }
+    public void Dispose() { }
 }
 
 /// <summary>A service PromoStream needs did not answer; the message says which and where, never a password.</summary>

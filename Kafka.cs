@@ -42,8 +42,10 @@ internal static class Kafka
         Acks = Acks.All,
         LingerMs = 5,
         BatchSize = 1_000_000,
-        MessageMaxBytes = k.MaxMessageBytes,
+        MessageMaxBytes = k.MaxMessageBytes + Headroom,
         TransactionTimeoutMs = k.TransactionTimeoutMs,
+        // librdkafka refuses a socket timeout longer than the transaction timeout (+100 ms).
+        SocketTimeoutMs = Math.Min(10_000, k.TransactionTimeoutMs),
         QueueBufferingMaxMessages = 1_000_000,
         // One batch's records at a time is all the loop needs; more only costs memory (Produce waits when full).
         QueueBufferingMaxKbytes = 128 * 1024,
@@ -55,6 +57,7 @@ internal static class Kafka
     public static ConsumerConfig Consumer(KafkaSettings k) => new(Client(k))
     {
         GroupId = k.GroupId,
+        GroupInstanceId = k.GroupInstanceId,
         EnableAutoCommit = false,
         EnableAutoOffsetStore = false,
         IsolationLevel = IsolationLevel.ReadCommitted,
@@ -82,35 +85,47 @@ internal static class Kafka
         }
     }
 
-    /// <summary>
-    /// Creates the topics that do not exist yet. The dedup changelog gets as many partitions as the input, because
-    /// changelog partition N holds the state of input partition N.
-    /// </summary>
-    public static void EnsureTopics(KafkaSettings k, long dedupWindowSeconds)
+    /// <summary>Creates the topics that do not exist yet (when kafka.create_topics is on).</summary>
+    public static void EnsureTopics(KafkaSettings k)
     {
+        if (!k.CreateTopics) return;
         using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
         var existing = PartitionCounts(admin, k);
-        var inputPartitions = existing.GetValueOrDefault(k.InputTopic, k.TopicPartitions);
-        if (k.CreateTopics)
+        // A notification is its campaign plus ~100 bytes, and a dead letter is an input message plus headers: with
+        // this headroom over the largest input message, whatever PromoStream writes fits the topics it creates.
+        var fits = ("max.message.bytes", (k.MaxMessageBytes + Headroom).ToString());
+        var wanted = new List<TopicSpecification>
         {
-            var wanted = new List<TopicSpecification>
-            {
-                Spec(k.InputTopic, k.TopicPartitions, k.ReplicationFactor),
-                // A valid input event of up to max_message_bytes becomes a slightly larger notification.
-                Spec(k.OutputTopic, k.TopicPartitions, k.ReplicationFactor, ("max.message.bytes", k.MaxMessageBytes.ToString())),
-                Spec(k.DlqTopic, k.TopicPartitions, k.ReplicationFactor, ("max.message.bytes", k.MaxMessageBytes.ToString())),
-                Spec(k.DedupTopic, inputPartitions, k.ReplicationFactor,
-                    ("cleanup.policy", "compact,delete"), ("retention.ms", (dedupWindowSeconds * 2000).ToString())),
-            };
-            var missing = wanted.Where(t => !existing.ContainsKey(t.Name)).ToList();
-            if (missing.Count > 0) Create(admin, missing);
-            existing = PartitionCounts(admin, k);
+            Spec(k.InputTopic, k.TopicPartitions, k.ReplicationFactor),
+            Spec(k.OutputTopic, k.TopicPartitions, k.ReplicationFactor, fits),
+            Spec(k.DlqTopic, k.TopicPartitions, k.ReplicationFactor, fits),
+        };
+        var missing = wanted.Where(t => !existing.ContainsKey(t.Name)).ToList();
+        if (missing.Count > 0) Create(admin, missing);
+    }
+
+    /// <summary>What PromoStream adds to a message at most: notification fields, DLQ headers, record overhead.</summary>
+    public const int Headroom = 64 * 1024;
+
+    /// <summary>
+    /// The largest record the topic accepts: its max.message.bytes where the broker tells. A broker that cannot say
+    /// (the embedded one) is taken to accept whatever the producer sends; the caller caps it at the producer's limit.
+    /// </summary>
+    public static int TopicMessageLimit(KafkaSettings k, string topic)
+    {
+        using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
+        try
+        {
+            var described = admin.DescribeConfigsAsync([new ConfigResource { Type = ResourceType.Topic, Name = topic }],
+                new DescribeConfigsOptions { RequestTimeout = TimeSpan.FromSeconds(10) }).GetAwaiter().GetResult();
+            if (described.Single().Entries.TryGetValue("max.message.bytes", out var entry) && int.TryParse(entry.Value, out var limit))
+                return limit;
         }
-        if (existing.TryGetValue(k.DedupTopic, out var dedupPartitions) && existing.TryGetValue(k.InputTopic, out var input)
-            && dedupPartitions < input)
-            throw new ConfigException(
-                $"dedup topic {k.DedupTopic} has {dedupPartitions} partitions but input topic {k.InputTopic} has {input}; " +
-                "it needs at least as many (add partitions to it, or set kafka.dedup_topic to a new name)");
+        catch (Exception e) when (e is KafkaException or DescribeConfigsException)
+        {
+            Log.Info($"the broker does not tell max.message.bytes of topic {topic} ({e.Message}); assuming it takes what the producer sends");
+        }
+        return int.MaxValue;
     }
 
     private static TopicSpecification Spec(string name, int partitions, short replication, params (string Key, string Value)[] configs) => new()

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Text;
 using Confluent.Kafka;
-using Npgsql;
 
 namespace PromoStream;
 
@@ -9,10 +8,11 @@ namespace PromoStream;
 internal sealed class FatalKafkaException(string message, Exception inner) : Exception(message, inner);
 
 /// <summary>
-/// The stream processor: consume a batch → validate → drop inactive → dedup → enrich → deliver, where delivery
-/// writes the rows to PostgreSQL (idempotent upsert) and, in one Kafka transaction, the notifications, the DLQ
-/// records, the dedup changelog and the consumer offsets. The database commit always precedes the Kafka commit,
-/// so a crash between them replays the batch: the upsert adds nothing and Kafka gets the output it never committed.
+/// The stream task: consume a batch → validate → drop inactive → dedup and enrich → deliver. PostgreSQL decides, Kafka
+/// mirrors: the ledger (Ledger.cs) decides each event and writes its rows in one PostgreSQL transaction; only after
+/// that commit does the batch's Kafka transaction begin, carrying exactly the decided notifications, the dead letters
+/// and the consumer offsets. A batch whose Kafka transaction does not commit is read again from the last committed
+/// position, and the ledger recognises it: same input position, same stored rows, sent again.
 /// </summary>
 internal sealed class Processor : IDisposable
 {
@@ -21,6 +21,7 @@ internal sealed class Processor : IDisposable
         public readonly List<ConsumeResult<byte[]?, byte[]?>> Messages = [];
         public readonly Dictionary<TopicPartition, long> FirstOffsets = [];
         public readonly Dictionary<TopicPartition, long> NextOffsets = [];
+        public readonly Stopwatch Clock = Stopwatch.StartNew();
 
         public void Add(ConsumeResult<byte[]?, byte[]?> m)
         {
@@ -29,10 +30,10 @@ internal sealed class Processor : IDisposable
             NextOffsets[m.TopicPartition] = m.Offset.Value + 1;
         }
 
-        public void DropPartitions(IReadOnlySet<int> partitions)
+        public void DropPartitions(IReadOnlySet<TopicPartition> partitions)
         {
-            Messages.RemoveAll(m => partitions.Contains(m.Partition.Value));
-            foreach (var tp in FirstOffsets.Keys.Where(tp => partitions.Contains(tp.Partition.Value)).ToList())
+            Messages.RemoveAll(m => partitions.Contains(m.TopicPartition));
+            foreach (var tp in partitions)
             {
                 FirstOffsets.Remove(tp);
                 NextOffsets.Remove(tp);
@@ -40,59 +41,60 @@ internal sealed class Processor : IDisposable
         }
     }
 
-    /// <summary>A batch whose transaction is open, its notifications produced, its rows still being written.</summary>
-    private sealed record Pending(Batch Batch, Outcome Outcome, Task<int>? Feedback, Stopwatch Clock);
-
-    private sealed class Outcome
+    /// <summary>A batch evaluated: what goes to the ledger, what goes to the DLQ whatever the ledger says.</summary>
+    private sealed class Plan(long trigger)
     {
-        public readonly List<CampaignFanout> Fanouts = [];
-        public readonly List<(ConsumeResult<byte[]?, byte[]?> Message, string Reason)> Invalid = [];
-        public readonly List<(CampaignKey Key, int Partition)> FirstSeen = [];
-        public readonly List<long> OutputTimestampsMs = [];
-        public long SeenAt, Inactive, Duplicates, NoSubscribers, Notifications;
+        public readonly long Trigger = trigger;
+        public readonly List<LedgerEntry> Entries = [];
+        public readonly List<ConsumeResult<byte[]?, byte[]?>> EntrySources = [];
+        public readonly List<DeadLetter> DeadLetters = [];
     }
+
+    /// <summary>A batch whose ledger write is queued or running; its Kafka transaction comes once the write commits.</summary>
+    private sealed record Pending(Batch Batch, Plan Plan, Task<Decision[]?> Decisions);
 
     private readonly Settings _settings;
     private readonly CancellationToken _stop;
-    private readonly int? _stopWhenIdleSeconds;
     private readonly bool _transactional;
-    private readonly FeedbackStore _store;
+    private readonly CampaignLedger _ledger;
     private readonly SubscriberDirectory _subscribers;
-    private readonly DedupWindow _dedup;
-    private readonly IProducer<byte[], byte[]> _producer;
     private readonly IConsumer<byte[]?, byte[]?> _consumer;
+    private readonly IdleStop _idle;
     private readonly ProcessorStats _stats = new();
+    private readonly Backoff _abortBackoff;
+    private readonly TestHooks _hooks = TestHooks.FromEnvironment();
+    private IProducer<byte[], byte[]> _producer;
+    private Task<(int Output, int Dlq)>? _topicLimits;
+    private int _outputLimit, _dlqLimit;
     // The batch being read: a revocation removes its partitions' messages at once, so that messages read again
     // after a reassignment in the same poll stay in.
     private Batch? _collecting;
-    private readonly Backoff _abortBackoff;
-    private readonly Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
-    private long _deliveryFailures;
-    // Runs while this instance holds no partitions: before the first assignment and during a rebalance.
-    private readonly Stopwatch _withoutPartitions = Stopwatch.StartNew();
     private Pending? _pending;
+    private bool _closing;
+    private readonly CommittedPositions _committed = new();
+    private Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
+    private long _deliveryFailures;
 
     public ProcessorStats Stats => _stats;
 
-    private Processor(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, FeedbackStore store)
+    private Processor(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, Npgsql.NpgsqlDataSource dataSource)
     {
         _settings = settings;
         _stop = stop;
-        _stopWhenIdleSeconds = stopWhenIdleSeconds;
         _transactional = settings.Processing.Transactions;
-        _store = store;
-        _subscribers = new SubscriberDirectory(store.DataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds));
-        _dedup = new DedupWindow(settings.Processing.DedupWindowSeconds);
+        _ledger = new CampaignLedger(dataSource, settings.Postgres.Describe(), settings.Kafka.GroupId, settings.Processing.RetryBackoffMaxMs);
+        _hooks.Attach(_ledger);
+        _subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds));
         _abortBackoff = new Backoff(settings.Processing.RetryBackoffMaxMs);
         _onDelivery = _transactional ? null : r => { if (r.Error.IsError) Interlocked.Increment(ref _deliveryFailures); };
-        _producer = new ProducerBuilder<byte[], byte[]>(Kafka.Producer(settings.Kafka, _transactional))
-            .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("producer", e)).Build();
+        _producer = BuildProducer();
         _consumer = new ConsumerBuilder<byte[]?, byte[]?>(Kafka.Consumer(settings.Kafka))
             .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("consumer", e))
             .SetPartitionsAssignedHandler((_, assigned) => OnAssigned(assigned))
             .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked.Select(r => r.TopicPartition)))
             .SetPartitionsLostHandler((_, lost) => OnRevoked(lost.Select(r => r.TopicPartition)))
             .Build();
+        _idle = new IdleStop(stopWhenIdleSeconds, settings.Kafka, _consumer, _ledger, _committed);
     }
 
     /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
@@ -101,55 +103,50 @@ internal sealed class Processor : IDisposable
         using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
         FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
             TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
-        using var store = new FeedbackStore(dataSource);
-        store.CheckSchema();
+        new FeedbackStore(dataSource).CheckSchema();
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
-        Kafka.EnsureTopics(settings.Kafka, settings.Processing.DedupWindowSeconds);
-        using var processor = new Processor(settings, stopWhenIdleSeconds, stop, store);
+        Kafka.EnsureTopics(settings.Kafka);
+        using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
         processor.Loop();
         return processor._stats;
     }
 
+    private IProducer<byte[], byte[]> BuildProducer() =>
+        new ProducerBuilder<byte[], byte[]>(Kafka.Producer(_settings.Kafka, _transactional))
+            .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("producer", e)).Build();
+
     private void Loop()
     {
+        ReadTopicLimits();
         if (_transactional) InitTransactions();
         _consumer.Subscribe(_settings.Kafka.InputTopic);
-        Log.Info($"processing {_settings.Kafka.InputTopic} -> {_settings.Kafka.OutputTopic} (group {_settings.Kafka.GroupId}, " +
-                 $"transactional id {(_transactional ? _settings.Kafka.TransactionalId : "none: transactions off")})");
-        var lastInput = Stopwatch.StartNew();
+        var k = _settings.Kafka;
+        Log.Info($"processing {k.InputTopic} -> {k.OutputTopic} (group {k.GroupId}{(k.GroupInstanceId is { } g ? $", static member {g}" : "")}, " +
+                 $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})");
         var lastStats = Stopwatch.StartNew();
+        var statsShown = "";
         while (!_stop.IsCancellationRequested)
         {
             var batch = ConsumeBatch();
             if (batch.Messages.Count > 0)
             {
-                ProcessBatch(batch);
-                lastInput.Restart(); // after, not before: time spent holding a batch through an outage is not idleness
+                Step(batch);
+                _idle.Activity();
             }
-            else CompletePending(); // no next batch to overlap with: finish this one now
+            else FinishPending(); // no next batch to overlap with: finish this one now
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
-                Log.Info(_stats.Line(_dedup.Count));
+                var line = _stats.Line();
+                if (line != statsShown) Log.Info(statsShown = line); // an idle stream does not repeat itself
                 lastStats.Restart();
             }
-            if (IsIdleLongEnough(lastInput)) { Log.Info($"no input for {_stopWhenIdleSeconds}s; stopping"); break; }
+            if (_idle.ShouldStop()) { Log.Info($"input drained and no input for {_idle.Seconds}s; stopping"); break; }
         }
-        CompletePending();
-        Log.Info(_stats.Line(_dedup.Count));
-        _consumer.Close(); // leaves the group now, so the partitions move without waiting for a session timeout
-    }
-
-    // The idle clock runs only while partitions are held: a slow group join or a rebalance in progress is not an
-    // empty topic. An instance left without partitions for long (more instances than partitions) still stops.
-    private bool IsIdleLongEnough(Stopwatch lastInput)
-    {
-        if (_stopWhenIdleSeconds is not { } idle) return false;
-        if (_withoutPartitions.IsRunning && _withoutPartitions.Elapsed.TotalSeconds < Math.Max(idle, 30))
-        {
-            lastInput.Restart();
-            return false;
-        }
-        return lastInput.Elapsed.TotalSeconds >= idle;
+        FinishPending();
+        RecordPositionsBeforeExit();
+        Log.Info(_stats.Line());
+        _closing = true;
+        _consumer.Close(); // leaves the group now (dynamic membership), so the partitions move without waiting
     }
 
     private void InitTransactions()
@@ -163,6 +160,33 @@ internal sealed class Processor : IDisposable
             throw new ServiceUnreachableException(
                 $"cannot initialise Kafka transactions at {_settings.Kafka.BootstrapServers} (transactional id {_settings.Kafka.TransactionalId}): {e.Error.Reason}");
         }
+    }
+
+    /// <summary>
+    /// Asks the broker for the output and DLQ topics' max.message.bytes, in the background while the group is joined
+    /// (a broker that cannot answer, like the embedded one, takes seconds to say so). Until the answer is in, the
+    /// producer's own limit applies; a record the broker still refuses makes Deliver ask again.
+    /// </summary>
+    private void ReadTopicLimits()
+    {
+        var k = _settings.Kafka;
+        var producerLimit = k.MaxMessageBytes + Kafka.Headroom;
+        (_outputLimit, _dlqLimit) = (producerLimit, producerLimit);
+        _topicLimits = Task.Run(() =>
+        {
+            var limits = (Output: Math.Min(producerLimit, Kafka.TopicMessageLimit(k, k.OutputTopic)), Dlq: Math.Min(producerLimit, Kafka.TopicMessageLimit(k, k.DlqTopic)));
+            if (limits.Dlq < k.MaxMessageBytes)
+                Log.Warn($"DLQ topic {k.DlqTopic} accepts records up to {limits.Dlq} bytes, input up to {k.MaxMessageBytes} is read: " +
+                         "larger dead letters are stored cut (headers dlq.original.size, dlq.cut.size); raise its max.message.bytes to keep them whole");
+            return limits;
+        });
+    }
+
+    private void ApplyTopicLimits()
+    {
+        if (_topicLimits is not { IsCompletedSuccessfully: true } known) return;
+        (_outputLimit, _dlqLimit) = known.Result;
+        _topicLimits = null;
     }
 
     private Batch ConsumeBatch()
@@ -182,17 +206,17 @@ internal sealed class Processor : IDisposable
     {
         var first = ConsumeOne(TimeSpan.FromMilliseconds(200));
         if (first is null) return;
+        batch.Clock.Restart();
         batch.Add(first);
-        var window = Stopwatch.StartNew();
         var maxWait = TimeSpan.FromMilliseconds(_settings.Processing.BatchMaxMs);
         while (batch.Messages.Count < _settings.Processing.BatchMaxEvents)
         {
-            var left = maxWait - window.Elapsed;
+            var left = maxWait - batch.Clock.Elapsed;
             if (left <= TimeSpan.Zero) break;
             var next = ConsumeOne(TimeSpan.Zero);
             if (next is null)
             {
-                if (_pending?.Feedback is not { IsCompleted: false }) break;
+                if (_pending?.Decisions is not { IsCompleted: false }) break;
                 next = ConsumeOne(left < PendingPollInterval ? left : PendingPollInterval);
                 if (next is null) continue;
             }
@@ -221,128 +245,219 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>
-    /// One step of the pipeline, with two batches in it: the new one is evaluated and its PostgreSQL write queued
-    /// behind the pending one's, so the database never waits for the loop; then the pending batch is finished
-    /// (its rows confirmed, its transaction committed) and the new one's transaction begins.
+    /// One step with two batches in it: the new batch is evaluated and its ledger write queued behind the pending
+    /// one's (one writer connection, input order), then the pending batch's Kafka transaction runs while the new
+    /// batch's rows are written.
     /// </summary>
-    private void ProcessBatch(Batch batch)
+    private void Step(Batch batch)
     {
-        var clock = Stopwatch.StartNew();
-        var outcome = EvaluateWithRetry(batch);
-        if (outcome is null)
-        {
-            Rewind(batch);
-            CompletePending(); // after the rewind: if it fails, its own rewind goes back further and must win
-            return;
-        }
-        var feedback = outcome.Fanouts.Count > 0 ? WriteAfter(_pending?.Feedback, outcome) : null;
+        var plan = Evaluate(batch);
+        if (plan is null) { Rewind(batch); return; }
+        var decisions = RecordAfter(_pending?.Decisions, plan);
         if (_pending is { } pending)
         {
             _pending = null;
-            if (!Finish(pending, later: feedback))
+            if (!Deliver(pending))
             {
-                // Evaluated after the failed batch, so its dedup decisions may depend on it: replay both.
-                WaitQuietly(feedback);
-                Forget(outcome);
-                Rewind(batch);
-                Rewind(pending.Batch); // last, so that a partition in both goes back to the earlier offset
+                // The new batch's rows may be written by now; its replay finds them in the ledger and sends them.
+                WaitQuietly(decisions);
+                RewindToCommitted(pending.Batch, batch);
                 return;
             }
         }
-        _pending = Begin(batch, outcome, feedback, clock);
+        _pending = new Pending(batch, plan, decisions);
     }
 
-    /// <summary>Database writes run one at a time on one connection, each as soon as the one before it ends.</summary>
-    private Task<int> WriteAfter(Task<int>? previous, Outcome outcome) =>
-        previous is null
-            ? Task.Run(() => _store.Write(outcome.Fanouts))
-            : previous.ContinueWith(_ => _store.Write(outcome.Fanouts), TaskScheduler.Default);
+    /// <summary>Ledger writes run one at a time on one connection, each as soon as the one before it ends.</summary>
+    private Task<Decision[]?> RecordAfter(Task<Decision[]?>? previous, Plan plan)
+    {
+        Decision[]? Record() => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop);
+        return previous is null ? Task.Run(Record) : previous.ContinueWith(_ => Record(), TaskScheduler.Default);
+    }
 
     private static void WaitQuietly(Task? task) => task?.ContinueWith(_ => { }, TaskScheduler.Default).Wait();
 
-    /// <param name="holdThroughOutage">False inside a rebalance: rather than hold the group while the database is
-    /// down, the batch is given up and left to the partitions' next owner.</param>
-    private void CompletePending(bool holdThroughOutage = true)
+    private void FinishPending()
     {
         if (_pending is not { } pending) return;
         _pending = null;
-        if (!Finish(pending, later: null, holdThroughOutage)) Rewind(pending.Batch);
+        if (!Deliver(pending)) RewindToCommitted(pending.Batch);
     }
 
     /// <summary>
-    /// Begins the batch's transaction and produces its notifications and dead letters; its rows are being written
-    /// meanwhile. Null when the batch was given up (rewound, to be processed again).
+    /// Parses, judges activity, looks up subscribers (held while PostgreSQL is unreachable) and sets aside what goes
+    /// to the DLQ whatever the ledger says. Null when stopping during a hold.
     /// </summary>
-    private Pending? Begin(Batch batch, Outcome outcome, Task<int>? feedback, Stopwatch clock)
+    private Plan? Evaluate(Batch batch)
     {
-        try
+        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
+        while (true)
         {
-            OpenTransactionWith(outcome);
-            return new Pending(batch, outcome, feedback, clock);
-        }
-        catch (KafkaException e) when (IsFatal(e))
-        {
-            WaitQuietly(feedback); // the connection is disposed on the way out: no write may be running on it
-            throw new FatalKafkaException(FatalMessage(e), e);
-        }
-        catch (KafkaException e)
-        {
-            WaitQuietly(feedback);
-            Abort(e);
-            Forget(outcome);
-            Rewind(batch);
-            return null;
-        }
-    }
-
-    private void OpenTransactionWith(Outcome outcome)
-    {
-        if (_transactional) _producer.BeginTransaction();
-        ProduceNotificationsAndDeadLetters(outcome);
-    }
-
-    /// <summary>
-    /// Finishes a begun batch: waits for its rows, then puts the dedup changelog and the consumer offsets into its
-    /// transaction and commits it. True when committed; false when it was aborted and must be replayed (its dedup
-    /// entries are forgotten; the caller rewinds). Each failure class has one place: database errors hold the batch
-    /// until the database is back, abortable Kafka errors abort, fatal Kafka errors throw.
-    /// </summary>
-    /// <param name="later">The next batch's database write, queued behind this one's; it must end before this batch
-    /// writes again on the same connection.</param>
-    private bool Finish(Pending pending, Task<int>? later, bool holdThroughOutage = true)
-    {
-        var (batch, outcome, feedback, clock) = pending;
-        try
-        {
-            if (feedback is not null && !AwaitFeedback(feedback))
+            try
             {
-                WaitQuietly(later);
-                AbortQuietly();
-                if (!holdThroughOutage || !WriteFeedbackUntilDone(outcome)) { Forget(outcome); return false; }
-                OpenTransactionWith(outcome);
+                var plan = TryEvaluate(batch);
+                if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
+                return plan;
             }
-            // Only now: a changelog entry must never exist for rows that are not in the database, even in an open
-            // transaction, since some brokers (the embedded one) let readers see those.
-            ProduceChangelog(outcome);
+            catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
+            {
+                Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
+                    $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {FeedbackStore.Describe(e)}); holding the batch, " +
+                    $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
+                FinishPending(); // no reason to keep the batch before this one waiting as well
+                if (!backoff.Wait(_stop)) return null;
+            }
+            catch (Exception e) when (e is Npgsql.PostgresException)
+            {
+                throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, _settings.Postgres.Describe()), e);
+            }
+        }
+    }
+
+    private Plan TryEvaluate(Batch batch)
+    {
+        ApplyTopicLimits();
+        var plan = new Plan(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        var parsed = new List<(Campaign Campaign, ConsumeResult<byte[]?, byte[]?> Message, bool Active)>();
+        var restaurants = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var message in batch.Messages)
+        {
+            if (!CampaignParser.TryParse(message.Message.Value, out var campaign, out var reason))
+            {
+                plan.DeadLetters.Add(new DeadLetter(message, reason));
+                continue;
+            }
+            var active = campaign!.IsActiveAt(plan.Trigger);
+            parsed.Add((campaign, message, active));
+            if (active) restaurants.Add(campaign.RestaurantId);
+        }
+        _subscribers.Prepare(restaurants);
+        foreach (var (campaign, message, active) in parsed)
+        {
+            var clients = active ? _subscribers.ClientsOf(campaign.RestaurantId) : [];
+            if (LargestNotification(campaign, clients, plan.Trigger) is { } size && size > _outputLimit)
+            {
+                plan.DeadLetters.Add(new DeadLetter(message,
+                    $"its notification of {size} bytes exceeds what the output topic {_settings.Kafka.OutputTopic} accepts ({_outputLimit} bytes per record)"));
+                continue;
+            }
+            plan.Entries.Add(new LedgerEntry(campaign, new InputPosition(message.Topic, message.Partition.Value, message.Offset.Value), active, clients));
+            plan.EntrySources.Add(message);
+        }
+        return plan;
+    }
+
+    // Record overhead and the key (the client id) come on top of the JSON value.
+    private static int? LargestNotification(Campaign campaign, string[] clients, long trigger)
+    {
+        if (clients.Length == 0) return null;
+        var longest = clients.MaxBy(c => c.Length)!;
+        return new NotificationTemplate(campaign, trigger).For(longest).Length + Encoding.UTF8.GetByteCount(longest) + 1024;
+    }
+
+    /// <summary>
+    /// Sends a batch's decided output in one Kafka transaction, once its ledger write has committed. True when
+    /// committed; false when the batch must be read again from the last committed position. Each Kafka failure class
+    /// has its answer here: abortable → abort and replay; a transaction the broker timed out (fenced after too long)
+    /// or a commit whose outcome stays unknown → a new producer, and replay; fenced by another instance → exit 3.
+    /// </summary>
+    private bool Deliver(Pending pending)
+    {
+        var decisions = pending.Decisions.GetAwaiter().GetResult(); // a misconfigured database throws here: exit 1
+        if (decisions is null) return false; // stopping during a database hold
+        var (batch, plan, _) = pending;
+        var opened = Stopwatch.StartNew();
+        try
+        {
+            if (_transactional) _producer.BeginTransaction();
+            var counts = ProduceOutput(plan, decisions);
+            _hooks.BeforeKafkaCommit();
             Commit(batch);
+            _committed.Add(batch.NextOffsets);
+            _stats.Committed(batch.Messages.Count, counts, batch.Clock.Elapsed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            if (_stats.Transactions == 1)
+                Log.Info($"first batch committed {(DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds:0.0}s after start");
+            _abortBackoff.Reset();
+            return true;
         }
-        catch (KafkaException e) when (IsFatal(e))
+        catch (KafkaException e) when (Failures.IsFenced(e) && opened.ElapsedMilliseconds >= _settings.Kafka.TransactionTimeoutMs - 1000)
         {
-            WaitQuietly(later);
-            throw new FatalKafkaException(FatalMessage(e), e);
-        }
-        catch (KafkaException e)
-        {
-            Abort(e);
-            Forget(outcome);
+            // The broker aborted a transaction that outlived transaction.timeout.ms and bumped the epoch: librdkafka
+            // reports that as fenced, exactly like a takeover. Ours ran that long, so it is the timeout: start over.
+            Log.Warn($"Kafka transaction open for {opened.Elapsed.TotalSeconds:0.0}s outlived transaction.timeout.ms ({e.Error.Reason}); new producer, replaying the batch");
+            RecreateProducer();
             return false;
         }
-        _stats.Committed(batch.Messages.Count, outcome.Invalid.Count, outcome.Inactive, outcome.Duplicates,
-            outcome.NoSubscribers, outcome.Notifications, clock.Elapsed, outcome.OutputTimestampsMs,
-            DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
-        _stats.Transaction();
-        _abortBackoff.Reset();
-        return true;
+        catch (KafkaException e) when (Failures.IsFatal(e))
+        {
+            throw new FatalKafkaException(Failures.FatalMessage(e, _settings.Kafka.TransactionalId), e);
+        }
+        catch (KafkaException e) when (e.Error.Code is ErrorCode.MsgSizeTooLarge)
+        {
+            Log.Warn($"Kafka refused a record as too large ({e.Error.Reason}); re-reading the topics' limits and replaying the batch");
+            Abort(e);
+            ReadTopicLimits();
+            _topicLimits!.Wait(_stop);
+            ApplyTopicLimits();
+            return false;
+        }
+        catch (CommitOutcomeUnknownException e)
+        {
+            Log.Warn($"{e.Message}; new producer, resuming from the group's committed position");
+            RecreateProducer();
+            return false;
+        }
+        catch (KafkaException e)
+        {
+            Abort(e);
+            return false;
+        }
+    }
+
+    private CountsOfBatch ProduceOutput(Plan plan, Decision[] decisions)
+    {
+        var k = _settings.Kafka;
+        long notified = 0, replayed = 0, duplicates = 0, inactive = 0, noSubscribers = 0, notifications = 0, rows = 0;
+        var timestamps = new List<long>();
+        var deadLetters = new List<DeadLetter>(plan.DeadLetters);
+        var output = new TopicPartition(k.OutputTopic, Partition.Any);
+        for (var i = 0; i < decisions.Length; i++)
+        {
+            var decision = decisions[i];
+            switch (decision.Verdict)
+            {
+                case Verdict.Duplicate: duplicates++; continue;
+                case Verdict.Inactive: inactive++; continue;
+                case Verdict.Rejected: deadLetters.Add(new DeadLetter(plan.EntrySources[i], decision.Reason!, decision.SqlState)); continue;
+                case Verdict.Notified: notified++; rows += decision.Clients.Count; break;
+                case Verdict.Replayed: replayed++; break;
+            }
+            if (decision.Clients.Count == 0) { noSubscribers++; continue; }
+            var template = new NotificationTemplate(plan.Entries[i].Campaign, decision.Trigger);
+            foreach (var client in decision.Clients)
+                Produce(output, new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = template.For(client) });
+            notifications += decision.Clients.Count;
+            timestamps.Add(plan.EntrySources[i].Message.Timestamp.UnixTimestampMs);
+        }
+        var dlq = new TopicPartition(k.DlqTopic, Partition.Any);
+        foreach (var letter in deadLetters) Produce(dlq, DeadLetters.ToRecord(letter, _dlqLimit));
+        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, rows, timestamps);
+    }
+
+    private void Produce(TopicPartition destination, Message<byte[], byte[]> message)
+    {
+        while (true)
+        {
+            try
+            {
+                _producer.Produce(destination, message, _onDelivery);
+                return;
+            }
+            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull && !_stop.IsCancellationRequested)
+            {
+                _producer.Poll(TimeSpan.FromMilliseconds(20)); // the local queue drains as the broker acknowledges
+            }
+        }
     }
 
     private void Commit(Batch batch)
@@ -360,14 +475,10 @@ internal sealed class Processor : IDisposable
         _consumer.Commit(Offsets(batch));
     }
 
-    private void Abort(KafkaException e)
-    {
-        _stats.Aborted();
-        Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
-        AbortQuietly();
-        _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
-    }
-
+    /// <summary>
+    /// Retrying a commit whose outcome is unknown is librdkafka's documented way to learn it; without KIP-890 a commit
+    /// can stay unknown, so after the transaction timeout the producer is given up rather than waited on forever.
+    /// </summary>
     private void CommitTransaction(TimeSpan timeout)
     {
         var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
@@ -380,224 +491,130 @@ internal sealed class Processor : IDisposable
             }
             catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
             {
-                // The commit's outcome is unknown, and retrying it is the documented way to learn it.
+                if (backoff.Elapsed >= timeout) throw new CommitOutcomeUnknownException($"Kafka commit still unconfirmed after {backoff.Elapsed.TotalSeconds:0}s ({e.Error.Reason})");
                 Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-commit", $"Kafka commit not confirmed ({e.Error.Reason}); retrying");
                 backoff.Wait(_stop);
             }
         }
     }
 
-    private void Forget(Outcome outcome)
+    private sealed class CommitOutcomeUnknownException(string message) : Exception(message);
+
+    private void Abort(KafkaException e)
     {
-        foreach (var (key, _) in outcome.FirstSeen) _dedup.Forget(key);
+        _stats.Aborted();
+        Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-txn", $"Kafka transaction failed ({e.Error.Code}: {e.Error.Reason}); aborting and replaying the batch");
+        if (_transactional)
+        {
+            try { _producer.AbortTransaction(TimeSpan.FromSeconds(30)); }
+            catch (KafkaException abort) when (Failures.IsFatal(abort)) { throw new FatalKafkaException(Failures.FatalMessage(abort, _settings.Kafka.TransactionalId), abort); }
+            catch (KafkaException abort) { Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-abort", $"Kafka abort failed: {abort.Error.Reason}; new producer"); RecreateProducer(); }
+        }
+        _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
     }
 
-    /// <summary>
-    /// Evaluation reads subscribers from PostgreSQL; while the database is down, wait and try again. Null when
-    /// stopping, or at once when a batch is pending: that one is finished first (held through the outage with its
-    /// transaction aborted, so no transaction stays open for the length of an outage).
-    /// </summary>
-    private Outcome? EvaluateWithRetry(Batch batch)
+    private void RecreateProducer()
     {
-        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
-        while (true)
-        {
-            var outcome = new Outcome();
-            try
-            {
-                Evaluate(batch, outcome);
-                if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
-                return outcome;
-            }
-            catch (Exception e) when (e is NpgsqlException or TimeoutException)
-            {
-                Forget(outcome);
-                WarnDatabase(e, backoff);
-                if (_pending is not null || !backoff.Wait(_stop)) return null;
-            }
-        }
-    }
-
-    private void Evaluate(Batch batch, Outcome outcome)
-    {
-        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        outcome.SeenAt = now;
-        var active = new List<(Campaign Campaign, ConsumeResult<byte[]?, byte[]?> Message)>();
-        var restaurants = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var message in batch.Messages)
-        {
-            if (!CampaignParser.TryParse(message.Message.Value, out var campaign, out var reason))
-            {
-                outcome.Invalid.Add((message, reason));
-                continue;
-            }
-            if (!campaign!.IsActiveAt(now)) { outcome.Inactive++; continue; }
-            active.Add((campaign, message));
-            restaurants.Add(campaign.RestaurantId);
-        }
-        // Before the dedup window is touched: a database error here leaves the window as it was.
-        _subscribers.Prepare(restaurants);
-        var firstSeen = new List<(Campaign Campaign, long TimestampMs)>();
-        foreach (var (campaign, message) in active)
-        {
-            if (!_dedup.TryAdd(campaign.Key, message.Partition.Value, now)) { outcome.Duplicates++; continue; }
-            outcome.FirstSeen.Add((campaign.Key, message.Partition.Value));
-            firstSeen.Add((campaign, message.Message.Timestamp.UnixTimestampMs));
-        }
-        foreach (var (campaign, timestampMs) in firstSeen)
-        {
-            var clients = _subscribers.ClientsOf(campaign.RestaurantId);
-            if (clients.Length == 0) { outcome.NoSubscribers++; continue; }
-            outcome.Fanouts.Add(new CampaignFanout(campaign, clients, new NotificationTemplate(campaign, now), now));
-            outcome.Notifications += clients.Length;
-            outcome.OutputTimestampsMs.Add(timestampMs);
-        }
-    }
-
-    private bool AwaitFeedback(Task<int> feedback)
-    {
-        try
-        {
-            _stats.RowsWritten(feedback.GetAwaiter().GetResult());
-            return true;
-        }
-        catch (Exception e) when (e is NpgsqlException or TimeoutException)
-        {
-            WarnDatabase(e, new Backoff(0));
-            return false;
-        }
-    }
-
-    /// <summary>The database is down: hold the batch and keep Kafka offsets where they are until its rows are written.</summary>
-    private bool WriteFeedbackUntilDone(Outcome outcome)
-    {
-        var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
-        while (backoff.Wait(_stop))
-        {
-            try
-            {
-                _stats.RowsWritten(_store.Write(outcome.Fanouts));
-                Log.Info($"PostgreSQL is reachable again after {backoff.Elapsed.TotalSeconds:0.0}s; resuming");
-                return true;
-            }
-            catch (Exception e) when (e is NpgsqlException or TimeoutException)
-            {
-                WarnDatabase(e, backoff);
-            }
-        }
-        return false;
-    }
-
-    private void WarnDatabase(Exception e, Backoff backoff) =>
-        Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
-            $"PostgreSQL at {_settings.Postgres.Describe()} failed: {FeedbackStore.Describe(e)}; " +
-            $"retrying with backoff up to {_settings.Processing.RetryBackoffMaxMs} ms, Kafka offsets held");
-
-    private void ProduceNotificationsAndDeadLetters(Outcome outcome)
-    {
-        var k = _settings.Kafka;
-        foreach (var fanout in outcome.Fanouts)
-            foreach (var client in fanout.Clients)
-                Produce(new TopicPartition(k.OutputTopic, Partition.Any), Encoding.UTF8.GetBytes(client), fanout.Template.For(client), null);
-        foreach (var (message, reason) in outcome.Invalid)
-            Produce(new TopicPartition(k.DlqTopic, Partition.Any), message.Message.Key!, message.Message.Value!, DeadLetterHeaders(message, reason));
-    }
-
-    private void ProduceChangelog(Outcome outcome)
-    {
-        var k = _settings.Kafka;
-        var seenAt = DedupChangelog.EncodeValue(outcome.SeenAt);
-        foreach (var (key, partition) in outcome.FirstSeen)
-            Produce(new TopicPartition(k.DedupTopic, partition), DedupChangelog.EncodeKey(key), seenAt, null);
-    }
-
-    private void Produce(TopicPartition destination, byte[] key, byte[] value, Headers? headers)
-    {
-        var message = new Message<byte[], byte[]> { Key = key, Value = value, Headers = headers };
-        while (true)
-        {
-            try
-            {
-                _producer.Produce(destination, message, _onDelivery);
-                return;
-            }
-            catch (ProduceException<byte[], byte[]> e) when (e.Error.Code == ErrorCode.Local_QueueFull && !_stop.IsCancellationRequested)
-            {
-                _producer.Poll(TimeSpan.FromMilliseconds(20)); // the local queue drains as the broker acknowledges
-            }
-        }
-    }
-
-    /// <summary>The original bytes and key, the original headers, and why it was rejected and where it came from.</summary>
-    private static Headers DeadLetterHeaders(ConsumeResult<byte[]?, byte[]?> message, string reason)
-    {
-        var headers = new Headers();
-        if (message.Message.Headers is { } original)
-            foreach (var h in original) headers.Add(h.Key, h.GetValueBytes());
-        headers.Add("dlq.reason", Encoding.UTF8.GetBytes(reason));
-        headers.Add("dlq.source.topic", Encoding.UTF8.GetBytes(message.Topic));
-        headers.Add("dlq.source.partition", Encoding.ASCII.GetBytes(message.Partition.Value.ToString()));
-        headers.Add("dlq.source.offset", Encoding.ASCII.GetBytes(message.Offset.Value.ToString()));
-        return headers;
+        _stats.Aborted();
+        try { _producer.Dispose(); } catch (KafkaException) { /* its transaction is aborted by the new producer's init */ }
+        _producer = BuildProducer();
+        if (_transactional) InitTransactions();
     }
 
     private static List<TopicPartitionOffset> Offsets(Batch batch) =>
         batch.NextOffsets.Select(o => new TopicPartitionOffset(o.Key, o.Value)).ToList();
 
-    private void AbortQuietly()
+    /// <summary>
+    /// Puts the consumer back at the last committed position of each partition of these batches: the group's
+    /// committed offset where the broker keeps one (a commit whose outcome was unknown may have gone through), else
+    /// the first offset of the earliest batch.
+    /// </summary>
+    private void RewindToCommitted(params Batch[] batches)
     {
-        if (!_transactional) return;
-        try { _producer.AbortTransaction(TimeSpan.FromSeconds(30)); }
-        catch (KafkaException e) when (IsFatal(e)) { throw new FatalKafkaException(FatalMessage(e), e); }
-        catch (KafkaException e) { Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-abort", $"Kafka abort failed: {e.Error.Reason}"); }
-    }
-
-    /// <summary>Puts the consumer back at the first offset of the batch, so the batch is read again.</summary>
-    private void Rewind(Batch batch)
-    {
-        foreach (var (partition, offset) in batch.FirstOffsets)
+        var first = new Dictionary<TopicPartition, long>();
+        foreach (var batch in batches)
+            foreach (var (tp, offset) in batch.FirstOffsets)
+                first[tp] = first.TryGetValue(tp, out var o) ? Math.Min(o, offset) : offset;
+        if (first.Count == 0) return;
+        var group = GroupCommitted(first.Keys);
+        foreach (var (tp, offset) in first)
         {
-            try { _consumer.Seek(new TopicPartitionOffset(partition, offset)); }
+            var position = group.TryGetValue(tp, out var committed) && committed >= offset ? committed : offset;
+            try { _consumer.Seek(new TopicPartitionOffset(tp, position)); }
             catch (KafkaException) { /* no longer ours: its new owner starts from the committed offset */ }
         }
     }
 
-    // Besides fencing: errors no replay can cure (a partition that does not exist, missing permissions) stop the
-    // instance with a message instead of replaying the same batch forever.
-    internal static bool IsFatal(KafkaException e) =>
-        e.Error.IsFatal || e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.TransactionalIdAuthorizationFailed
-            or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced or ErrorCode.Local_UnknownPartition
-            or ErrorCode.TopicAuthorizationFailed or ErrorCode.GroupAuthorizationFailed or ErrorCode.ClusterAuthorizationFailed;
-
-    private string FatalMessage(KafkaException e) => FatalMessage(e, _settings.Kafka.TransactionalId);
-
-    internal static string FatalMessage(KafkaException e, string transactionalId) => e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced
-        ? $"fenced: another instance took over transactional id '{transactionalId}'; this one must stop ({e.Error.Reason})"
-        : $"fatal Kafka error ({e.Error.Code}): {e.Error.Reason}";
-
-    private void OnAssigned(List<TopicPartition> assigned)
+    private Dictionary<TopicPartition, long> GroupCommitted(IEnumerable<TopicPartition> partitions)
     {
-        _withoutPartitions.Reset();
-        var partitions = assigned.Select(p => p.Partition.Value).ToList();
-        var clock = Stopwatch.StartNew();
-        // An open transaction on a changelog partition (a previous owner's, still committing) ends within the
-        // transaction timeout: committed or aborted by the coordinator. Wait that long for it, no longer.
-        var openTransactionGrace = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs) + TimeSpan.FromSeconds(5);
-        var restored = DedupChangelog.Restore(Kafka.Client(_settings.Kafka), _settings.Kafka.DedupTopic, partitions, _dedup,
-            _settings.Processing.DedupWindowSeconds, openTransactionGrace, openTransactionGrace + TimeSpan.FromSeconds(Math.Max(30, _settings.Kafka.ConnectTimeoutSeconds)));
-        Log.Info($"assigned partitions [{string.Join(",", partitions)}]; dedup window restored: {restored} entries in {clock.ElapsedMilliseconds} ms");
+        try
+        {
+            return _consumer.Committed(partitions, TimeSpan.FromSeconds(10))
+                .Where(c => c.Offset.Value >= 0).ToDictionary(c => c.TopicPartition, c => c.Offset.Value);
+        }
+        catch (KafkaException e)
+        {
+            Log.WarnEvery(TimeSpan.FromSeconds(30), "committed", $"cannot read the group's committed offsets ({e.Error.Reason}); replaying from the batch start");
+            return [];
+        }
+    }
+
+    private void Rewind(Batch batch)
+    {
+        foreach (var (tp, offset) in batch.FirstOffsets)
+        {
+            try { _consumer.Seek(new TopicPartitionOffset(tp, offset)); }
+            catch (KafkaException) { }
+        }
+    }
+
+    private void RecordPositionsBeforeExit()
+    {
+        try { _ledger.RecordPositions(_committed.All(), CancellationToken.None); }
+        catch (Exception e) when (e is Npgsql.NpgsqlException or DatabaseMisconfiguredException)
+        {
+            Log.Warn($"could not record the committed input positions in PostgreSQL ({e.Message}); the group's offsets still hold them");
+        }
+    }
+
+    /// <summary>
+    /// Where the group has no committed offset for a partition (a broker that keeps none for transactions, offsets
+    /// expired), resume from the position recorded in PostgreSQL instead of auto.offset.reset. The group's own offset,
+    /// including one an operator reset, wins.
+    /// </summary>
+    private IEnumerable<TopicPartitionOffset> OnAssigned(List<TopicPartition> assigned)
+    {
+        _idle.Assigned(assigned.Count > 0);
+        if (_closing) return assigned.Select(tp => new TopicPartitionOffset(tp, Offset.Unset));
+        var group = GroupCommitted(assigned);
+        Dictionary<int, long> recorded;
+        try { recorded = _ledger.RecordedPositions(_settings.Kafka.InputTopic); }
+        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
+        {
+            Log.Warn($"cannot read the recorded input positions from PostgreSQL ({FeedbackStore.Describe(e)}); partitions without a committed offset start at auto.offset.reset");
+            recorded = [];
+        }
+        var fromRecord = new List<int>();
+        var offsets = assigned.Select(tp =>
+        {
+            if (group.ContainsKey(tp) || !recorded.TryGetValue(tp.Partition.Value, out var next)) return new TopicPartitionOffset(tp, Offset.Unset);
+            fromRecord.Add(tp.Partition.Value);
+            return new TopicPartitionOffset(tp, next);
+        }).ToList();
+        Log.Info($"assigned partitions [{string.Join(",", assigned.Select(p => p.Partition.Value))}]" +
+                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
+        return offsets;
     }
 
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
-        // Commit (or give up) the pending batch before its partitions go to another owner.
-        CompletePending(holdThroughOutage: false);
-        var partitions = revoked.Select(p => p.Partition.Value).ToHashSet();
-        _withoutPartitions.Restart();
-        // Their messages read so far belong to the next owner, who resumes from the committed offset.
+        // Deliver the pending batch before its partitions go to another owner; if it cannot, the next owner replays
+        // it and the ledger recognises it.
+        FinishPending();
+        var partitions = revoked.ToHashSet();
+        _idle.Assigned(false);
         _collecting?.DropPartitions(partitions);
-        _dedup.DropPartitions(partitions);
-        Log.Info($"revoked partitions [{string.Join(",", partitions.Order())}]");
+        Log.Info($"revoked partitions [{string.Join(",", partitions.Select(p => p.Partition.Value).Order())}]");
     }
 
     private static void OnKafkaLog(IClient _, LogMessage m)
@@ -613,9 +630,52 @@ internal sealed class Processor : IDisposable
 
     public void Dispose()
     {
-        WaitQuietly(_pending?.Feedback); // after an exception: the store is disposed next, and a write may still run
+        WaitQuietly(_pending?.Decisions); // after an exception: the ledger is disposed next, and a write may still run
+        _ledger.Dispose();
+        _idle.Dispose();
         _consumer.Dispose();
         _producer.Dispose();
+    }
+}
+
+/// <summary>The input positions this instance's Kafka commits reached, and which of them PostgreSQL has yet to record.</summary>
+internal sealed class CommittedPositions
+{
+    private readonly object _gate = new();
+    private readonly Dictionary<TopicPartition, long> _next = [];
+    private bool _moved;
+
+    public void Add(IReadOnlyDictionary<TopicPartition, long> next)
+    {
+        lock (_gate)
+            foreach (var (tp, offset) in next)
+            {
+                _next[tp] = offset;
+                _moved = true;
+            }
+    }
+
+    /// <summary>For the next ledger write, which records them in its transaction: all positions, once any moved.</summary>
+    public List<InputPosition> Unrecorded()
+    {
+        lock (_gate)
+        {
+            if (!_moved) return [];
+            _moved = false;
+            return AllLocked();
+        }
+    }
+
+    public List<InputPosition> All()
+    {
+        lock (_gate) return AllLocked();
+    }
+
+    private List<InputPosition> AllLocked() => _next.Select(p => new InputPosition(p.Key.Topic, p.Key.Partition.Value, p.Value)).ToList();
+
+    public Dictionary<int, long> ByPartition(string topic)
+    {
+        lock (_gate) return _next.Where(p => p.Key.Topic == topic).ToDictionary(p => p.Key.Partition.Value, p => p.Value);
     }
 }
 

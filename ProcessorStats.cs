@@ -1,5 +1,9 @@
 namespace PromoStream;
 
+/// <summary>What one committed batch did: events by outcome, notifications sent, rows inserted.</summary>
+internal sealed record CountsOfBatch(long Notified, long Replayed, long Duplicates, long Inactive, long NoSubscribers, long DeadLetters,
+    long Notifications, long Rows, List<long> OutputTimestampsMs);
+
 /// <summary>Counters for the stats line, and the end-to-end latency of committed output.</summary>
 internal sealed class ProcessorStats
 {
@@ -7,24 +11,22 @@ internal sealed class ProcessorStats
     private readonly long[] _latencyMs = new long[60_001];
     private readonly System.Diagnostics.Stopwatch _sinceStart = System.Diagnostics.Stopwatch.StartNew();
 
-    public long Consumed, Invalid, Inactive, Duplicates, NoSubscribers, Notifications, Rows, Transactions, Aborts;
+    public long Consumed, Invalid, Inactive, Duplicates, Replayed, NoSubscribers, Notifications, Rows, Transactions, Aborts;
     public double LastBatchMs;
     public TimeSpan? FirstInputAt, LastCommitAt;
 
-    public void Committed(int consumed, int invalid, long inactive, long duplicates, long noSubscribers, long notifications,
-        TimeSpan batchTime, List<long> outputTimestampsMs, long committedAtMs)
+    public void Committed(int consumed, CountsOfBatch c, TimeSpan batchTime, long committedAtMs)
     {
         var now = _sinceStart.Elapsed;
         FirstInputAt ??= now - batchTime;
         LastCommitAt = now;
-        Consumed += consumed; Invalid += invalid; Inactive += inactive; Duplicates += duplicates;
-        NoSubscribers += noSubscribers; Notifications += notifications;
+        Consumed += consumed; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
+        NoSubscribers += c.NoSubscribers; Notifications += c.Notifications; Rows += c.Rows;
+        Transactions++;
         LastBatchMs = batchTime.TotalMilliseconds;
-        foreach (var t in outputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;
+        foreach (var t in c.OutputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;
     }
 
-    public void RowsWritten(int rows) => Rows += rows;
-    public void Transaction() => Transactions++;
     public void Aborted() => Aborts++;
 
     public long LatencyPercentileMs(double p)
@@ -46,16 +48,15 @@ internal sealed class ProcessorStats
         return 0;
     }
 
-    public string Line(int dedupKeys) =>
-        $"stats consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} no_subscribers={NoSubscribers} " +
-        $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts} " +
-        $"last_batch_ms={LastBatchMs:0} dedup_keys={dedupKeys}";
+    public string Line() =>
+        $"stats consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} replayed={Replayed} no_subscribers={NoSubscribers} " +
+        $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts}";
 
     /// <summary>The one line scripts and the benchmark parse when the processor exits.</summary>
     public string FinalLine()
     {
         var busy = (LastCommitAt ?? TimeSpan.Zero) - (FirstInputAt ?? TimeSpan.Zero);
-        return $"final consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} no_subscribers={NoSubscribers} " +
+        return $"final consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} replayed={Replayed} no_subscribers={NoSubscribers} " +
                $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts} " +
                $"busy_s={busy.TotalSeconds:0.000} p50_ms={LatencyPercentileMs(50)} p99_ms={LatencyPercentileMs(99)} peak_rss_mb={PeakRssMb()}";
     }

@@ -157,7 +157,7 @@ internal static class Simulator
         }
         if (options.File is null && options.Count == 0) return 0;
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
-        Kafka.EnsureTopics(settings.Kafka, settings.Processing.DedupWindowSeconds);
+        Kafka.EnsureTopics(settings.Kafka);
         var events = options.File is { } file ? EventsFromFile(file) : Generate(options, DateTimeOffset.UtcNow.ToUnixTimeSeconds());
         var report = Publish(settings.Kafka, events, options.File is null ? options.Count : null, options.Rate, stop);
         if (options.ExpectFile is { } expect) WriteExpectations(expect, report);

@@ -46,7 +46,7 @@ catch (ConfigException e)
     Log.Error($"configuration: {e.Message}");
     return 2;
 }
-catch (Exception e) when (e is SchemaException or ServiceUnreachableException)
+catch (Exception e) when (e is SchemaException or ServiceUnreachableException or DatabaseMisconfiguredException)
 {
     Log.Error(e.Message);
     return 1;
@@ -108,8 +108,8 @@ int RunBroker()
         var k = Settings.Load(cli.ConfigPath).Kafka;
         var partitions = requested > 0 ? requested : k.TopicPartitions;
         // The embedded broker cannot create topics on request; make the configured ones with the wanted counts now.
-        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic, k.DedupTopic }) kafka.CreateTopic(topic, partitions);
-        Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic}, {k.DedupTopic} with {partitions} partitions");
+        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);
+        Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic} with {partitions} partitions");
     }
     if (cli.String("--broker-file") is { } file) File.WriteAllText(file, kafka.BootstrapServers + "\n");
     Console.WriteLine($"bootstrap: {kafka.BootstrapServers}");

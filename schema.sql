@@ -1,4 +1,5 @@
--- PromoStream schema: the two contract tables (../shared/contract/README.md) and the indexes the pipeline needs.
+-- PromoStream schema: the two contract tables (../shared/contract/README.md), the indexes the pipeline needs, and
+-- PromoStream's own ledger and input positions.
 -- Idempotent: safe to apply to a fresh database or to one where the tables already exist with the contract's shape.
 
 CREATE TABLE IF NOT EXISTS public.subscribers_restaurants (
@@ -32,3 +33,34 @@ CREATE UNIQUE INDEX IF NOT EXISTS subscribers_feedback_natural_key
 -- The subscriber lookup filters by restaurant; without this it scans the whole table every refresh.
 CREATE INDEX IF NOT EXISTS subscribers_restaurants_restaurant_id
     ON public.subscribers_restaurants (restaurant_id);
+
+-- PromoStream's own tables. The contract's tables above stay exactly as the contract defines them.
+
+-- The ledger: one row per campaign the pipeline acted on, written in the same transaction as that campaign's
+-- subscribers_feedback rows. It alone decides "was this campaign already notified?": a later copy of the campaign
+-- (any key, partition, instance, restart or delay) is a duplicate; the same input position read again after a Kafka
+-- transaction that never committed is a replay, and gets the stored rows again. Rows are pruned a week after the
+-- campaign's end.
+CREATE TABLE IF NOT EXISTS public.promostream_ledger (
+    restaurant_id               text NOT NULL,
+    adv_campaign_id             text NOT NULL,
+    adv_campaign_datetime_end   int8 NOT NULL,
+    trigger_datetime_created    int4 NOT NULL,
+    input_topic                 text NOT NULL,
+    input_partition             int4 NOT NULL,
+    input_offset                int8 NOT NULL,
+    CONSTRAINT promostream_ledger_pk PRIMARY KEY (restaurant_id, adv_campaign_id)
+);
+
+CREATE INDEX IF NOT EXISTS promostream_ledger_end ON public.promostream_ledger (adv_campaign_datetime_end);
+
+-- The input position each Kafka commit reached, per consumer group: where the group itself has no committed offset
+-- (a broker that keeps none for transactions, expired offsets), the processor resumes from here.
+CREATE TABLE IF NOT EXISTS public.promostream_input_positions (
+    consumer_group  text        NOT NULL,
+    topic           text        NOT NULL,
+    partition       int4        NOT NULL,
+    next_offset     int8        NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    CONSTRAINT promostream_input_positions_pk PRIMARY KEY (consumer_group, topic, partition)
+);

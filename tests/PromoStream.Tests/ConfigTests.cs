@@ -27,10 +27,9 @@ public class ConfigTests
     public void ValidFileGetsDefaultsForEveryOtherKey()
     {
         var s = Load(Valid);
-        Assert.Equal("promo-stream-dedup-changelog", s.Kafka.DedupTopic);
+        Assert.Null(s.Kafka.GroupInstanceId);
         Assert.Equal(5000, s.Processing.BatchMaxEvents);
         Assert.Equal(100, s.Processing.BatchMaxMs);
-        Assert.Equal(86400, s.Processing.DedupWindowSeconds);
         Assert.Equal(30, s.Processing.SubscribersRefreshSeconds);
         Assert.True(s.Kafka.CreateTopics);
         Assert.True(s.Processing.Transactions);
@@ -53,7 +52,7 @@ public class ConfigTests
     [InlineData("processing:\n  batch_max_events: 0", "processing.batch_max_events")]
     [InlineData("processing:\n  transactions: maybe", "processing.transactions")]
     [InlineData("processing:\n  batch_size: 10", "processing.batch_size")]
-    [InlineData("processing:\n  dedup_window_seconds: [1, 2]", "processing.dedup_window_seconds")]
+    [InlineData("processing:\n  subscribers_refresh_seconds: [1, 2]", "processing.subscribers_refresh_seconds")]
     [InlineData("metrics:\n  port: 1", "metrics")]
     public void WrongTypeOrUnknownKeyIsNamed(string extra, string named)
     {

@@ -43,22 +43,34 @@ public sealed class EndToEndTests(ITestOutputHelper output) : IDisposable
         var publishing = Task.Run(() => Simulator.Publish(settings.Kafka, Simulator.Generate(workload, DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             workload.Count, workload.Rate, CancellationToken.None));
         var random = new Random(11);
+        var slowestAssignment = TimeSpan.Zero;
         for (var kill = 0; kill < 10; kill++)
         {
-            using var processor = new PromoStreamProcess(["--process", "--config", config]);
+            // Every third life ends exactly between the PostgreSQL commit and the Kafka commit; the others at a random moment.
+            var between = kill % 3 == 1 ? new Dictionary<string, string> { ["PROMOSTREAM_TEST_KILL_AT"] = $"ledger-commit:{random.Next(1, 4)}" } : null;
+            using var processor = new PromoStreamProcess(["--process", "--config", config], between);
             var lifetime = System.Diagnostics.Stopwatch.StartNew();
-            var until = TimeSpan.FromMilliseconds(random.Next(500, 6000));
-            Eventually.True(() => processor.HasExited || lifetime.Elapsed > until, TimeSpan.FromMinutes(1), "the moment to kill");
+            var until = TimeSpan.FromMilliseconds(random.Next(500, 8000));
+            TimeSpan? assignedAfter = null;
+            Eventually.True(() =>
+            {
+                if (assignedAfter is null && processor.Lines.Any(l => l.Contains("assigned partitions ["))) assignedAfter = lifetime.Elapsed;
+                return processor.HasExited || lifetime.Elapsed > until;
+            }, TimeSpan.FromMinutes(1), "the moment to kill");
             processor.Signal(Posix.SIGKILL);
             processor.WaitForExit(TimeSpan.FromSeconds(10));
+            // Static membership: a restarted instance is given its partitions back at once, not after a rebalance timeout.
+            if (lifetime.Elapsed > TimeSpan.FromSeconds(5) && !processor.Lines.Any(l => l.Contains("test hook: killed")))
+                Assert.True(assignedAfter is { } a && a <= TimeSpan.FromSeconds(5), $"restart {kill}: partitions not back within 5 s\n{processor.Tail()}");
+            if (assignedAfter is { } after && after > slowestAssignment) slowestAssignment = after;
         }
         var report = await publishing;
         using (var last = new PromoStreamProcess(["--process", "--config", config, "--stop-when-idle", "5"]))
-            Assert.Equal(0, last.WaitForExit(TimeSpan.FromMinutes(3)));
+            Assert.True(last.WaitForExit(TimeSpan.FromMinutes(3)) == 0, last.Tail());
         var rows = RowComparison.Of(db, report);
         var records = CommittedRecords.Read(settings.Kafka, settings.Kafka.OutputTopic, TimeSpan.FromMinutes(1));
         var distinct = records.Select(r => Text.Of(r.Message.Value)).Select(Key).Distinct().Count();
-        Figure.Report(output, $"crash on real Kafka: kills=10 {rows}; output records={records.Count} distinct={distinct}");
+        Figure.Report(output, $"crash on real Kafka: kills=10 {rows}; output records={records.Count} distinct={distinct}; slowest reassignment {slowestAssignment.TotalSeconds:0.0}s");
         Assert.True(rows.Exact, rows.ToString());
         Assert.Equal(rows.Expected, records.Count);
         Assert.Equal(records.Count, distinct);
@@ -105,12 +117,13 @@ public sealed class EndToEndTests(ITestOutputHelper output) : IDisposable
               dlq_topic: "dlq-{suffix}"
               group_id: "g-{suffix}"
               transactional_id: "t-{suffix}"
+              group_instance_id: "i-{suffix}"
               topic_partitions: 4
             postgres:
               connection_string: "{db}"
             """);
         var settings = Settings.Load(config, new Dictionary<string, string?>());
-        Kafka.EnsureTopics(settings.Kafka, settings.Processing.DedupWindowSeconds);
+        Kafka.EnsureTopics(settings.Kafka);
         return (config, settings, db);
     }
 }

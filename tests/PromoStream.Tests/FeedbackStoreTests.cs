@@ -6,65 +6,6 @@ namespace PromoStream.Tests;
 [Collection(Stack.Name)]
 public class FeedbackStoreTests
 {
-    private static Campaign Campaign(string content = "first campaign") => new(
-        "123e4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456-426614174003", content,
-        "Ivanov Ivan Ivanovich", "iiivanov@restaurant.ru", 1659203516, 2659207116, 1659131516);
-
-    private static List<CampaignFanout> Fanouts(Campaign c, params string[] clients) =>
-        [new CampaignFanout(c, clients, new NotificationTemplate(c, 1732450000), 1732450000)];
-
-    [Fact]
-    public void TheSameBatchTwiceGivesTheSameRows()
-    {
-        var db = PostgresServer.NewDatabase();
-        using var dataSource = FeedbackStore.CreateDataSource(db);
-        using var store = new FeedbackStore(dataSource);
-        var batch = Fanouts(Campaign(), "c1", "c2", "c3");
-        Assert.Equal(3, store.Write(batch));
-        Assert.Equal(0, store.Write(batch));
-        Assert.Equal(3, PostgresServer.Scalar(db, "SELECT count(*) FROM subscribers_feedback"));
-        Assert.Equal(1, PostgresServer.Scalar(db, "SELECT count(DISTINCT client_id) FROM subscribers_feedback WHERE client_id = $1", "c2"));
-    }
-
-    [Fact]
-    public void AnExistingFeedbackSurvivesAReplay()
-    {
-        var db = PostgresServer.NewDatabase();
-        using var dataSource = FeedbackStore.CreateDataSource(db);
-        using var store = new FeedbackStore(dataSource);
-        store.Write(Fanouts(Campaign(), "c1"));
-        PostgresServer.Execute(db, "UPDATE subscribers_feedback SET feedback = $1 WHERE client_id = $2", "liked it", "c1");
-        store.Write(Fanouts(Campaign("changed text"), "c1"));
-        Assert.Equal(1, PostgresServer.Scalar(db, "SELECT count(*) FROM subscribers_feedback WHERE feedback = $1 AND adv_campaign_content = $2", "liked it", "first campaign"));
-    }
-
-    [Fact]
-    public void RowsHaveTheContractValues()
-    {
-        var db = PostgresServer.NewDatabase();
-        using var dataSource = FeedbackStore.CreateDataSource(db);
-        using var store = new FeedbackStore(dataSource);
-        var tricky = Campaign("it's \"50%\" off 🍕 '; DROP TABLE subscribers_feedback; --");
-        store.Write(Fanouts(tricky, "c1"));
-        using var connection = new NpgsqlConnection(db);
-        connection.Open();
-        using var command = new NpgsqlCommand("SELECT restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
-            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, client_id, trigger_datetime_created, feedback FROM subscribers_feedback", connection);
-        using var r = command.ExecuteReader();
-        Assert.True(r.Read());
-        Assert.Equal(tricky.RestaurantId, r.GetString(0));
-        Assert.Equal(tricky.AdvCampaignId, r.GetString(1));
-        Assert.Equal(tricky.Content, r.GetString(2));
-        Assert.Equal(tricky.Owner, r.GetString(3));
-        Assert.Equal(tricky.OwnerContact, r.GetString(4));
-        Assert.Equal(1659203516L, r.GetInt64(5));
-        Assert.Equal(2659207116L, r.GetInt64(6));
-        Assert.Equal(1659131516L, r.GetInt64(7));
-        Assert.Equal("c1", r.GetString(8));
-        Assert.Equal(1732450000, r.GetInt32(9));
-        Assert.True(r.IsDBNull(10));
-    }
-
     [Fact]
     public void MissingSchemaSaysToRunInitDb()
     {

@@ -65,11 +65,12 @@ internal sealed class Scenario : IDisposable
         {extra}
         """;
 
-    public PromoStreamProcess Processor(string transactionalId = "promo-stream-1", int? stopWhenIdle = null)
+    public PromoStreamProcess Processor(string transactionalId = "promo-stream-1", int? stopWhenIdle = null, IDictionary<string, string>? environment = null)
     {
         var args = new List<string> { "--process", "--config", ConfigFile };
         if (stopWhenIdle is { } idle) args.AddRange(["--stop-when-idle", idle.ToString()]);
-        var p = new PromoStreamProcess(args, new Dictionary<string, string> { ["PROMOSTREAM__KAFKA__TRANSACTIONAL_ID"] = transactionalId });
+        var env = new Dictionary<string, string>(environment ?? new Dictionary<string, string>()) { ["PROMOSTREAM__KAFKA__TRANSACTIONAL_ID"] = transactionalId };
+        var p = new PromoStreamProcess(args, env);
         _processes.Add(p);
         return p;
     }
@@ -138,4 +139,37 @@ internal static class Figure
 {
     /// <summary>Test output lines starting "figure:" are echoed by test.sh and quoted in the README.</summary>
     public static void Report(ITestOutputHelper output, string text) => output.WriteLine("figure: " + text);
+}
+
+/// <summary>
+/// Both sinks side by side: the rows of subscribers_feedback and the read_committed records of the output topic, each
+/// as (restaurant, campaign, client, trigger time). Identical means the same multiset: Kafka mirrors PostgreSQL.
+/// </summary>
+internal sealed record SinkComparison(int Rows, int Records, int OnlyInRows, int OnlyInRecords, int RecordsTwice)
+{
+    public bool Identical => OnlyInRows == 0 && OnlyInRecords == 0 && RecordsTwice == 0 && Rows == Records;
+    public override string ToString() => $"rows={Rows} records={Records} only_in_rows={OnlyInRows} only_in_records={OnlyInRecords} records_twice={RecordsTwice}";
+
+    public static SinkComparison Of(string database, KafkaSettings kafka)
+    {
+        var rows = new List<string>();
+        using (var connection = new NpgsqlConnection(database))
+        {
+            connection.Open();
+            using var command = new NpgsqlCommand("SELECT restaurant_id, adv_campaign_id, client_id, trigger_datetime_created FROM subscribers_feedback", connection);
+            using var r = command.ExecuteReader();
+            while (r.Read()) rows.Add($"{r.GetString(0)}/{r.GetString(1)}/{r.GetString(2)}/{r.GetInt32(3)}");
+        }
+        var records = CommittedRecords.Read(kafka, kafka.OutputTopic, TimeSpan.FromMinutes(1)).Select(record =>
+        {
+            using var json = System.Text.Json.JsonDocument.Parse(record.Message.Value);
+            var e = json.RootElement;
+            return $"{e.GetProperty("restaurant_id").GetString()}/{e.GetProperty("adv_campaign_id").GetString()}/" +
+                   $"{e.GetProperty("client_id").GetString()}/{e.GetProperty("trigger_datetime_created").GetInt64()}";
+        }).ToList();
+        var rowSet = rows.ToHashSet();
+        var recordSet = records.ToHashSet();
+        return new SinkComparison(rows.Count, records.Count, rowSet.Count(x => !recordSet.Contains(x)),
+            recordSet.Count(x => !rowSet.Contains(x)), records.Count - recordSet.Count);
+    }
 }

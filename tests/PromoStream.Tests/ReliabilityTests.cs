@@ -245,10 +245,10 @@ public class ReliabilityTests(ITestOutputHelper output)
     public void FencedErrorsAreFatalAndTheMessageSaysSo()
     {
         var fenced = new Confluent.Kafka.KafkaException(new Confluent.Kafka.Error(Confluent.Kafka.ErrorCode.ProducerFenced, "fenced by epoch"));
-        Assert.True(PromoStream.Processor.IsFatal(fenced));
-        Assert.Contains("fenced: another instance took over transactional id 'promo-1'", PromoStream.Processor.FatalMessage(fenced, "promo-1"));
+        Assert.True(PromoStream.Failures.IsFatal(fenced));
+        Assert.Contains("fenced: another instance took over transactional id 'promo-1'", PromoStream.Failures.FatalMessage(fenced, "promo-1"));
         var timeout = new Confluent.Kafka.KafkaException(new Confluent.Kafka.Error(Confluent.Kafka.ErrorCode.Local_TimedOut, "timed out"));
-        Assert.False(PromoStream.Processor.IsFatal(timeout));
+        Assert.False(PromoStream.Failures.IsFatal(timeout));
     }
 
 }

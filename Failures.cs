@@ -1,0 +1,73 @@
+using Confluent.Kafka;
+using Npgsql;
+
+namespace PromoStream;
+
+/// <summary>
+/// Every failure the pipeline meets falls in exactly one of these classes, and each class has one answer. The
+/// README's "Failure classes" section is this file in prose.
+/// </summary>
+internal enum FailureClass
+{
+    /// <summary>Connection lost, server shutting down, serialization failure, deadlock, out of resources, broker
+    /// unreachable: hold the batch and retry with back-off; nothing is lost or skipped.</summary>
+    Transient,
+
+    /// <summary>Bad data in one event (22xxx, 23xxx, 54000; a notification bigger than the output topic allows):
+    /// bisect the batch, dead-letter exactly the offending events, write the rest.</summary>
+    PermanentForEvent,
+
+    /// <summary>Wrong password, unknown database, missing grant or table, any other SQLSTATE nobody planned for: exit 1
+    /// at once with a message naming the server, the database and the fix.</summary>
+    PermanentForProcess,
+}
+
+/// <summary>A PostgreSQL error no retry and no dead letter can cure; the process stops (exit 1) and says how to fix it.</summary>
+internal sealed class DatabaseMisconfiguredException(string message, Exception inner) : Exception(message, inner);
+
+internal static class Failures
+{
+    public static FailureClass Classify(Exception e) => e switch
+    {
+        PostgresException pg => ClassifySqlState(pg.SqlState),
+        NpgsqlException or TimeoutException or IOException => FailureClass.Transient,
+        _ => FailureClass.PermanentForProcess,
+    };
+
+    public static FailureClass ClassifySqlState(string sqlState) => sqlState switch
+    {
+        ['0', '8', ..] or ['5', '7', 'P', ..] or ['5', '3', ..] or "40001" or "40P01" or "55P03" or "57014" => FailureClass.Transient,
+        ['2', '2', ..] or ['2', '3', ..] or "54000" => FailureClass.PermanentForEvent,
+        _ => FailureClass.PermanentForProcess,
+    };
+
+    /// <summary>The message for a PermanentForProcess database error: where, what, and what to do (never a password).</summary>
+    public static string DatabaseAdvice(Exception e, string where)
+    {
+        var code = (e as PostgresException)?.SqlState ?? "";
+        var fix = code switch
+        {
+            ['2', '8', ..] => "check the user name and password in postgres.connection_string (or PROMOSTREAM__POSTGRES__CONNECTION_STRING)",
+            "3D000" => "create the database, or correct Database= in postgres.connection_string",
+            "42501" => "grant the PromoStream user SELECT on subscribers_restaurants and SELECT, INSERT on subscribers_feedback and PromoStream's own tables (see README, Configuration)",
+            "42P01" => "run `dotnet run -- --init-db` against this database",
+            _ => "this error cannot be retried away; fix the database, then start PromoStream again",
+        };
+        return $"PostgreSQL at {where} refused: {FeedbackStore.Describe(e)}; {fix}";
+    }
+
+    /// <summary>A producer error after which this producer instance can do nothing more.</summary>
+    public static bool IsFenced(KafkaException e) =>
+        e.Error.Code is ErrorCode.ProducerFenced or ErrorCode.InvalidProducerEpoch or ErrorCode.Local_Fenced;
+
+    // Besides fencing: errors no replay can cure (a partition that does not exist, missing permissions) stop the
+    // instance with a message instead of replaying the same batch forever.
+    public static bool IsFatal(KafkaException e) =>
+        e.Error.IsFatal || IsFenced(e) || e.Error.Code is ErrorCode.TransactionalIdAuthorizationFailed
+            or ErrorCode.Local_UnknownPartition or ErrorCode.TopicAuthorizationFailed or ErrorCode.GroupAuthorizationFailed
+            or ErrorCode.ClusterAuthorizationFailed;
+
+    public static string FatalMessage(KafkaException e, string transactionalId) => IsFenced(e)
+        ? $"fenced: another instance took over transactional id '{transactionalId}'; this one must stop ({e.Error.Reason})"
+        : $"fatal Kafka error ({e.Error.Code}): {e.Error.Reason}";
+}

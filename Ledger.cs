@@ -1,0 +1,351 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace PromoStream;
+
+/// <summary>Where an input event was read: the ledger remembers it, so a replay can tell itself from a duplicate.</summary>
+internal readonly record struct InputPosition(string Topic, int Partition, long Offset);
+
+/// <summary>One event the ledger is asked to decide: its campaign, where it came from, and who would be notified.</summary>
+internal sealed record LedgerEntry(Campaign Campaign, InputPosition Position, bool Active, string[] Clients);
+
+internal enum Verdict
+{
+    /// <summary>First sighting: claimed now; the rows in Clients were inserted in this transaction.</summary>
+    Notified,
+    /// <summary>Held at this very position by a batch whose Kafka transaction never committed: its stored rows again.</summary>
+    Replayed,
+    /// <summary>Held at another position, or a later copy in the same batch.</summary>
+    Duplicate,
+    Inactive,
+    /// <summary>The database refused this event's rows for a reason no retry cures; it goes to the DLQ.</summary>
+    Rejected,
+}
+
+/// <summary>What the ledger decided for one event. Clients and Trigger are exactly what the Kafka output must carry.</summary>
+internal sealed record Decision(Verdict Verdict, long Trigger, IReadOnlyList<string> Clients, string? SqlState = null, string? Reason = null)
+{
+    public static readonly Decision Duplicate = new(Verdict.Duplicate, 0, []);
+    public static readonly Decision Inactive = new(Verdict.Inactive, 0, []);
+}
+
+/// <summary>
+/// The single record of what was notified (Kafka Streams would call it the task's state store, but it lives in
+/// PostgreSQL): one row per campaign the pipeline acted on, written in the same PostgreSQL transaction as that
+/// campaign's subscribers_feedback rows. PostgreSQL decides; the Kafka output mirrors the decisions returned here.
+/// It also keeps the input position of each Kafka commit, for brokers (or expired groups) that have none.
+/// </summary>
+internal sealed class CampaignLedger : IDisposable
+{
+    // Ended campaigns are dropped as expired before the ledger is asked, so their entries are only needed to recognise
+    // a replay of a batch that was written just before the end; a week covers any outage worth waiting out.
+    internal static readonly TimeSpan RetentionAfterEnd = TimeSpan.FromDays(7);
+    private static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(10);
+
+    private const string FeedbackColumns =
+        "restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
+        "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, client_id, trigger_datetime_created";
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly string _where;
+    private readonly string _consumerGroup;
+    private readonly int _retryBackoffMaxMs;
+    // One long-lived connection for writes: the staging tables are session-local, and a pooled connection is reset
+    // (temp tables dropped) every time it goes back to the pool.
+    private NpgsqlConnection? _writer;
+    private DateTime _nextPrune = DateTime.MinValue;
+
+    /// <summary>Test hook: runs after a ledger transaction commits, before anything reaches Kafka.</summary>
+    internal Action? AfterCommit;
+
+    public CampaignLedger(NpgsqlDataSource dataSource, string where, string consumerGroup, int retryBackoffMaxMs)
+    {
+        _dataSource = dataSource;
+        _where = where;
+        _consumerGroup = consumerGroup;
+        _retryBackoffMaxMs = retryBackoffMaxMs;
+    }
+
+    /// <summary>
+    /// Decides every entry in PostgreSQL and writes the rows of the first sightings, together with the input positions
+    /// Kafka has committed so far. Transient failures are held and retried until they pass (or stop is requested:
+    /// null); events the database refuses for good are found by bisection and come back Rejected; a database that
+    /// cannot work at all throws <see cref="DatabaseMisconfiguredException"/>.
+    /// </summary>
+    public Decision[]? Record(IReadOnlyList<LedgerEntry> entries, long trigger, IReadOnlyCollection<InputPosition> committed,
+        CancellationToken stop)
+    {
+        var decisions = new Decision[entries.Count];
+        return RecordRange(entries, 0, entries.Count, trigger, committed, decisions, stop) ? decisions : null;
+    }
+
+    private bool RecordRange(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger,
+        IReadOnlyCollection<InputPosition> committed, Decision[] decisions, CancellationToken stop)
+    {
+        if (from == to && committed.Count == 0) return true;
+        var backoff = new Backoff(_retryBackoffMaxMs);
+        while (true)
+        {
+            try
+            {
+                WriteOnce(entries, from, to, trigger, committed, decisions);
+                if (backoff.Attempts > 0) Log.Info($"PostgreSQL is reachable again after {backoff.Elapsed.TotalSeconds:0.0}s (at {_where}); resuming");
+                AfterCommit?.Invoke();
+                return true;
+            }
+            catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
+            {
+                Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
+                    $"PostgreSQL at {_where} failed (transient: {FeedbackStore.Describe(e)}); holding the batch, retrying with back-off up to {_retryBackoffMaxMs} ms");
+                if (!backoff.Wait(stop)) return false;
+            }
+            catch (PostgresException e) when (Failures.Classify(e) == FailureClass.PermanentForEvent)
+            {
+                if (to - from == 1)
+                {
+                    decisions[from] = new Decision(Verdict.Rejected, 0, [], e.SqlState, $"PostgreSQL refused the event's rows: {e.SqlState}: {e.MessageText}");
+                    return committed.Count == 0 || RecordRange(entries, from, from, trigger, committed, decisions, stop);
+                }
+                var middle = from + (to - from) / 2;
+                return RecordRange(entries, from, middle, trigger, committed, decisions, stop)
+                    && RecordRange(entries, middle, to, trigger, [], decisions, stop);
+            }
+            catch (Exception e) when (e is PostgresException or NpgsqlException)
+            {
+                throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, _where), e);
+            }
+        }
+    }
+
+    private void WriteOnce(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger,
+        IReadOnlyCollection<InputPosition> committed, Decision[] decisions)
+    {
+        try
+        {
+            var connection = _writer ??= OpenWriter();
+            using var transaction = connection.BeginTransaction();
+            if (to > from)
+            {
+                StageEvents(connection, entries, from, to, trigger);
+                StageClients(connection, entries, from, to);
+            }
+            using var batch = new NpgsqlBatch(connection, transaction);
+            if (to > from)
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(HeldSql));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(ReplayRowsSql));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(ClaimSql));
+            }
+            if (committed.Count > 0) batch.BatchCommands.Add(PositionsCommand(committed));
+            if (DateTime.UtcNow >= _nextPrune) batch.BatchCommands.Add(PruneCommand());
+            var outcome = new WriteOutcome();
+            using (var reader = batch.ExecuteReader())
+                if (to > from) outcome.Read(reader);
+            transaction.Commit();
+            _nextPrune = _nextPrune <= DateTime.UtcNow ? DateTime.UtcNow + PruneInterval : _nextPrune;
+            for (var n = from; n < to; n++) decisions[n] = outcome.Decide(entries[n], n - from, trigger);
+        }
+        catch
+        {
+            // The connection may be broken; the next attempt starts from a fresh one.
+            _writer?.Dispose();
+            _writer = null;
+            throw;
+        }
+    }
+
+    /// <summary>The three result sets of one write, turned into a decision per event.</summary>
+    private sealed class WriteOutcome
+    {
+        private readonly Dictionary<int, (long Trigger, bool SamePosition)> _held = [];
+        private readonly Dictionary<int, List<string>> _stored = [];
+        private readonly Dictionary<int, string[]?> _claimed = [];
+
+        public void Read(NpgsqlDataReader reader)
+        {
+            while (reader.Read()) _held[reader.GetInt32(0)] = (reader.GetInt32(1), reader.GetBoolean(2));
+            reader.NextResult();
+            while (reader.Read())
+            {
+                var n = reader.GetInt32(0);
+                if (!_stored.TryGetValue(n, out var clients)) _stored[n] = clients = [];
+                clients.Add(reader.GetString(1));
+            }
+            reader.NextResult();
+            while (reader.Read()) _claimed[reader.GetInt32(0)] = reader.IsDBNull(1) ? null : reader.GetFieldValue<string[]>(1);
+        }
+
+        public Decision Decide(LedgerEntry entry, int n, long trigger)
+        {
+            if (_held.TryGetValue(n, out var held))
+                return held.SamePosition ? new Decision(Verdict.Replayed, held.Trigger, _stored.GetValueOrDefault(n) ?? [])
+                    : entry.Active ? Decision.Duplicate : Decision.Inactive;
+            // Null: every staged client was inserted (the common case, so those ids need not travel back).
+            if (_claimed.TryGetValue(n, out var inserted)) return new Decision(Verdict.Notified, trigger, inserted ?? entry.Clients);
+            return entry.Active ? Decision.Duplicate : Decision.Inactive;
+        }
+    }
+
+    // Events whose campaign the ledger held before this batch, and whether it holds it at this very input position.
+    private const string HeldSql = """
+        SELECT e.n, l.trigger_datetime_created,
+               l.input_topic = e.input_topic AND l.input_partition = e.input_partition AND l.input_offset = e.input_offset
+        FROM staged_events e
+        JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+        """;
+
+    // A replay re-sends what was stored, not what would be computed now: same clients, same trigger time.
+    private const string ReplayRowsSql = """
+        SELECT e.n, f.client_id
+        FROM staged_events e
+        JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+             AND l.input_topic = e.input_topic AND l.input_partition = e.input_partition AND l.input_offset = e.input_offset
+        JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
+             AND f.trigger_datetime_created = l.trigger_datetime_created
+        """;
+
+    // The first active sighting of each campaign not yet held claims it; its rows go in with it. ON CONFLICT DO NOTHING
+    // on the ledger settles a race with another instance (the loser waits for the winner's commit, then sees a
+    // duplicate); on the feedback table it keeps a feedback value already written by the notification service.
+    private const string ClaimSql = $$"""
+        WITH candidates AS (
+            SELECT DISTINCT ON (restaurant_id, adv_campaign_id) *
+            FROM staged_events e
+            WHERE e.active AND NOT EXISTS (SELECT 1 FROM public.promostream_ledger l
+                                           WHERE l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id)
+            ORDER BY restaurant_id, adv_campaign_id, n),
+        claimed AS (
+            INSERT INTO public.promostream_ledger (restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created,
+                                                   input_topic, input_partition, input_offset)
+            SELECT restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, input_topic, input_partition, input_offset
+            FROM candidates
+            ON CONFLICT (restaurant_id, adv_campaign_id) DO NOTHING
+            RETURNING restaurant_id, adv_campaign_id),
+        claimed_events AS (
+            SELECT c.* FROM candidates c JOIN claimed USING (restaurant_id, adv_campaign_id)),
+        inserted AS (
+            INSERT INTO public.subscribers_feedback ({{FeedbackColumns}})
+            SELECT e.restaurant_id, e.adv_campaign_id, e.adv_campaign_content, e.adv_campaign_owner, e.adv_campaign_owner_contact,
+                   e.adv_campaign_datetime_start, e.adv_campaign_datetime_end, e.datetime_created, k.client_id, e.trigger_datetime_created
+            FROM claimed_events e JOIN staged_clients k ON k.n = e.n
+            ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING
+            RETURNING restaurant_id, adv_campaign_id, client_id),
+        per_event AS (
+            SELECT e.n, e.client_count, count(i.client_id) AS inserted, array_agg(i.client_id) FILTER (WHERE i.client_id IS NOT NULL) AS clients
+            FROM claimed_events e LEFT JOIN inserted i USING (restaurant_id, adv_campaign_id)
+            GROUP BY e.n, e.client_count)
+        SELECT n, CASE WHEN inserted < client_count THEN coalesce(clients, ARRAY[]::text[]) END FROM per_event
+        """;
+
+    private NpgsqlBatchCommand PositionsCommand(IReadOnlyCollection<InputPosition> committed)
+    {
+        var command = new NpgsqlBatchCommand("""
+            INSERT INTO public.promostream_input_positions (consumer_group, topic, partition, next_offset, updated_at)
+            SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int4[], $4::int8[]) AS x(t, p, o)
+            ON CONFLICT (consumer_group, topic, partition)
+            DO UPDATE SET next_offset = greatest(promostream_input_positions.next_offset, EXCLUDED.next_offset), updated_at = now()
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = _consumerGroup });
+        command.Parameters.Add(new NpgsqlParameter { Value = committed.Select(c => c.Topic).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = committed.Select(c => c.Partition).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = committed.Select(c => c.Offset).ToArray() });
+        return command;
+    }
+
+    private static NpgsqlBatchCommand PruneCommand()
+    {
+        var command = new NpgsqlBatchCommand("DELETE FROM public.promostream_ledger WHERE adv_campaign_datetime_end < $1");
+        command.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow.Add(-RetentionAfterEnd).ToUnixTimeSeconds() });
+        return command;
+    }
+
+    /// <summary>Records committed input positions on their own, for a clean stop after the last batch.</summary>
+    public void RecordPositions(IReadOnlyCollection<InputPosition> committed, CancellationToken stop) =>
+        RecordRange([], 0, 0, 0, committed, [], stop);
+
+    /// <summary>The recorded next offsets of this group for the given topic, by partition.</summary>
+    public Dictionary<int, long> RecordedPositions(string topic)
+    {
+        using var command = _dataSource.CreateCommand(
+            "SELECT partition, next_offset FROM public.promostream_input_positions WHERE consumer_group = $1 AND topic = $2");
+        command.Parameters.Add(new NpgsqlParameter { Value = _consumerGroup });
+        command.Parameters.Add(new NpgsqlParameter { Value = topic });
+        using var reader = command.ExecuteReader();
+        var positions = new Dictionary<int, long>();
+        while (reader.Read()) positions[reader.GetInt32(0)] = reader.GetInt64(1);
+        return positions;
+    }
+
+    public long Size()
+    {
+        using var command = _dataSource.CreateCommand("SELECT count(*) FROM public.promostream_ledger");
+        return (long)command.ExecuteScalar()!;
+    }
+
+    private NpgsqlConnection OpenWriter()
+    {
+        var connection = _dataSource.OpenConnection();
+        using var create = new NpgsqlCommand("""
+            CREATE TEMP TABLE IF NOT EXISTS staged_events (
+                n int4, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
+                adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
+                datetime_created int8, trigger_datetime_created int4, input_topic text, input_partition int4, input_offset int8,
+                active bool, client_count int4) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
+            """, connection);
+        create.ExecuteNonQuery();
+        return connection;
+    }
+
+    private static void StageEvents(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
+    {
+        using var copy = connection.BeginBinaryImport(
+            "COPY staged_events (n, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
+            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, input_topic, input_partition, " +
+            "input_offset, active, client_count) FROM STDIN (FORMAT BINARY)");
+        var triggerInt = checked((int)trigger);
+        for (var i = from; i < to; i++)
+        {
+            var (c, position, active, clients) = entries[i];
+            copy.StartRow();
+            copy.Write(i - from, NpgsqlDbType.Integer);
+            copy.Write(c.RestaurantId, NpgsqlDbType.Text);
+            copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
+            copy.Write(c.Content, NpgsqlDbType.Text);
+            copy.Write(c.Owner, NpgsqlDbType.Text);
+            copy.Write(c.OwnerContact, NpgsqlDbType.Text);
+            copy.Write(c.DatetimeStart, NpgsqlDbType.Bigint);
+            copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
+            copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
+            copy.Write(triggerInt, NpgsqlDbType.Integer);
+            copy.Write(position.Topic, NpgsqlDbType.Text);
+            copy.Write(position.Partition, NpgsqlDbType.Integer);
+            copy.Write(position.Offset, NpgsqlDbType.Bigint);
+            copy.Write(active, NpgsqlDbType.Boolean);
+            copy.Write(clients.Length, NpgsqlDbType.Integer);
+        }
+        copy.Complete();
+    }
+
+    private static void StageClients(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to)
+    {
+        using var copy = connection.BeginBinaryImport("COPY staged_clients (n, client_id) FROM STDIN (FORMAT BINARY)");
+        for (var i = from; i < to; i++)
+        {
+            if (!entries[i].Active) continue;
+            foreach (var client in entries[i].Clients)
+            {
+                copy.StartRow();
+                copy.Write(i - from, NpgsqlDbType.Integer);
+                copy.Write(client, NpgsqlDbType.Text);
+            }
+        }
+        copy.Complete();
+    }
+
+    public void Dispose()
+    {
+        _writer?.Dispose();
+        _writer = null;
+    }
+}
