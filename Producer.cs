@@ -150,8 +150,8 @@ internal static class Simulator
     {
         if (options.SeedSubscribers > 0)
         {
-            using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
-            FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
+            using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
+            PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
             var rows = SeedSubscribers(dataSource, options);
             Log.Info($"seeded {rows} subscription rows over {options.Restaurants} restaurants");
         }

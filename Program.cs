@@ -89,9 +89,9 @@ int RunProcessor()
 int InitDatabase()
 {
     var settings = Settings.Load(cli.ConfigPath);
-    using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
-    FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
-    using var store = new FeedbackStore(dataSource);
+    using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
+    PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
+    using var store = new PostgresDatabase(dataSource);
     store.ApplySchema();
     store.CheckSchema();
     Log.Info($"schema applied to {settings.Postgres.Describe()}");

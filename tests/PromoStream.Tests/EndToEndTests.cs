@@ -39,7 +39,7 @@ public sealed class EndToEndTests(ITestOutputHelper output) : IDisposable
     {
         var (config, settings, db) = RealBrokerConfig("crash");
         var workload = new SimulatorOptions(1500, 50, 0.1, 0.02, 0.05, 0.1, 5, 30, 240, null, null);
-        using (var dataSource = FeedbackStore.CreateDataSource(db)) Simulator.SeedSubscribers(dataSource, workload);
+        using (var dataSource = PostgresDatabase.CreateDataSource(db)) Simulator.SeedSubscribers(dataSource, workload);
         var publishing = Task.Run(() => Simulator.Publish(settings.Kafka, Simulator.Generate(workload, DateTimeOffset.UtcNow.ToUnixTimeSeconds()),
             workload.Count, workload.Rate, CancellationToken.None));
         var random = new Random(11);

@@ -81,7 +81,7 @@ internal sealed class Scenario : IDisposable
 
     public void SeedSubscribers(SimulatorOptions workload)
     {
-        using var dataSource = FeedbackStore.CreateDataSource(Database);
+        using var dataSource = PostgresDatabase.CreateDataSource(Database);
         Simulator.SeedSubscribers(dataSource, workload);
     }
 

@@ -21,7 +21,7 @@ public class LedgerTests
     private static (CampaignLedger Ledger, NpgsqlDataSource DataSource, string Db) NewLedger()
     {
         var db = PostgresServer.NewDatabase();
-        var dataSource = FeedbackStore.CreateDataSource(db);
+        var dataSource = PostgresDatabase.CreateDataSource(db);
         return (new CampaignLedger(dataSource, "test", "group", 100), dataSource, db);
     }
 
@@ -173,7 +173,7 @@ public class LedgerTests
             PostgresServer.Execute(db, "CREATE ROLE limited LOGIN");
             PostgresServer.Execute(db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited");
             var limited = new NpgsqlConnectionStringBuilder(db) { Username = "limited" }.ConnectionString;
-            using var limitedSource = FeedbackStore.CreateDataSource(limited);
+            using var limitedSource = PostgresDatabase.CreateDataSource(limited);
             using var limitedLedger = new CampaignLedger(limitedSource, "somewhere", "group", 100);
             var e = Assert.Throws<DatabaseMisconfiguredException>(() => Record(limitedLedger, Trigger, Entry(Campaign(), 1, "c1")));
             Assert.Contains("42501", e.Message);

@@ -75,8 +75,8 @@ public class ReliabilityTests(ITestOutputHelper output)
     {
         using var postgres = EmbeddedPostgres.Start();
         var db = postgres.ConnectionString;
-        using (var dataSource = FeedbackStore.CreateDataSource(db))
-        using (var store = new FeedbackStore(dataSource)) store.ApplySchema();
+        using (var dataSource = PostgresDatabase.CreateDataSource(db))
+        using (var store = new PostgresDatabase(dataSource)) store.ApplySchema();
         using var scenario = new Scenario(database: db);
         var workload = scenario.Workload(count: 3000, rate: 100);
         scenario.SeedSubscribers(workload);
@@ -164,7 +164,7 @@ public class ReliabilityTests(ITestOutputHelper output)
         var settings = EmbeddedStack.CreateSettings(kafka, db, partitions: 4, prefix: "outage",
             new Dictionary<string, string> { ["processing.retry_backoff_max_ms"] = "1000", ["kafka.transaction_timeout_ms"] = "10000" });
         var workload = new SimulatorOptions(1500, 150, 0.1, 0.02, 0.05, 0.1, 3, 30, 240, null, null);
-        using (var dataSource = FeedbackStore.CreateDataSource(db)) Simulator.SeedSubscribers(dataSource, workload);
+        using (var dataSource = PostgresDatabase.CreateDataSource(db)) Simulator.SeedSubscribers(dataSource, workload);
         var report = Simulator.Publish(settings.Kafka, Simulator.Generate(workload, DateTimeOffset.UtcNow.ToUnixTimeSeconds()), workload.Count, 0, CancellationToken.None);
 
         using var stop = new CancellationTokenSource();

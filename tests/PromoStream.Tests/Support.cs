@@ -35,8 +35,8 @@ public sealed class PostgresServer : IDisposable
         var connectionString = new NpgsqlConnectionStringBuilder(Instance.ConnectionString) { Database = name }.ConnectionString;
         if (withSchema)
         {
-            using var dataSource = FeedbackStore.CreateDataSource(connectionString);
-            using var store = new FeedbackStore(dataSource);
+            using var dataSource = PostgresDatabase.CreateDataSource(connectionString);
+            using var store = new PostgresDatabase(dataSource);
             store.ApplySchema();
         }
         return connectionString;

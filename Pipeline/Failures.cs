@@ -53,7 +53,7 @@ internal static class Failures
             "42P01" => "run `dotnet run -- --init-db` against this database",
             _ => "this error cannot be retried away; fix the database, then start PromoStream again",
         };
-        return $"PostgreSQL at {where} refused: {FeedbackStore.Describe(e)}; {fix}";
+        return $"PostgreSQL at {where} refused: {PostgresDatabase.Describe(e)}; {fix}";
     }
 
     /// <summary>A producer error after which this producer instance can do nothing more.</summary>

@@ -100,10 +100,10 @@ internal sealed class Processor : IDisposable
     /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
     public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop)
     {
-        using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
-        FeedbackStore.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
+        using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
+        PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
             TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
-        new FeedbackStore(dataSource).CheckSchema();
+        new PostgresDatabase(dataSource).CheckSchema();
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
         using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
@@ -302,7 +302,7 @@ internal sealed class Processor : IDisposable
             catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
             {
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
-                    $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {FeedbackStore.Describe(e)}); holding the batch, " +
+                    $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, " +
                     $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
                 FinishPending(); // no reason to keep the batch before this one waiting as well
                 if (!backoff.Wait(_stop)) return null;
@@ -591,7 +591,7 @@ internal sealed class Processor : IDisposable
         try { recorded = _ledger.RecordedPositions(_settings.Kafka.InputTopic); }
         catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
         {
-            Log.Warn($"cannot read the recorded input positions from PostgreSQL ({FeedbackStore.Describe(e)}); partitions without a committed offset start at auto.offset.reset");
+            Log.Warn($"cannot read the recorded input positions from PostgreSQL ({PostgresDatabase.Describe(e)}); partitions without a committed offset start at auto.offset.reset");
             recorded = [];
         }
         var fromRecord = new List<int>();

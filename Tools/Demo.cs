@@ -20,8 +20,8 @@ internal static class Demo
         Log.Info("demo: starting the embedded PostgreSQL and Kafka");
         using var stack = EmbeddedStack.Start();
         var settings = stack.CreateSettings(partitions: 8, prefix: "demo");
-        using var dataSource = FeedbackStore.CreateDataSource(settings.Postgres.ConnectionString);
-        using (var store = new FeedbackStore(dataSource)) store.ApplySchema();
+        using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
+        using (var store = new PostgresDatabase(dataSource)) store.ApplySchema();
         InsertContractSample(dataSource);
         Simulator.SeedSubscribers(dataSource, options);
         Log.Info($"demo: schema applied, {options.SeedSubscribers + 10} subscription rows; publishing {options.Count + 1} events");

@@ -96,7 +96,7 @@ internal sealed class CampaignLedger : IDisposable
             catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
             {
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
-                    $"PostgreSQL at {_where} failed (transient: {FeedbackStore.Describe(e)}); holding the batch, retrying with back-off up to {_retryBackoffMaxMs} ms");
+                    $"PostgreSQL at {_where} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, retrying with back-off up to {_retryBackoffMaxMs} ms");
                 if (!backoff.Wait(stop)) return false;
             }
             catch (PostgresException e) when (Failures.Classify(e) == FailureClass.PermanentForEvent)

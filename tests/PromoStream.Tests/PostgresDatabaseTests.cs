@@ -4,14 +4,14 @@ using Xunit;
 namespace PromoStream.Tests;
 
 [Collection(Stack.Name)]
-public class FeedbackStoreTests
+public class PostgresDatabaseTests
 {
     [Fact]
     public void MissingSchemaSaysToRunInitDb()
     {
         var db = PostgresServer.NewDatabase(withSchema: false);
-        using var dataSource = FeedbackStore.CreateDataSource(db);
-        using var store = new FeedbackStore(dataSource);
+        using var dataSource = PostgresDatabase.CreateDataSource(db);
+        using var store = new PostgresDatabase(dataSource);
         var e = Assert.Throws<SchemaException>(store.CheckSchema);
         Assert.Contains("subscribers_feedback", e.Message);
         Assert.Contains("--init-db", e.Message);
@@ -24,10 +24,10 @@ public class FeedbackStoreTests
     public void ATableWithoutTheUniqueIndexIsRefusedAndDuplicateRowsAreExplained()
     {
         var db = PostgresServer.NewDatabase(withSchema: false);
-        var contractTable = FeedbackStore.SchemaSql().Split("CREATE UNIQUE INDEX")[0];
+        var contractTable = PostgresDatabase.SchemaSql().Split("CREATE UNIQUE INDEX")[0];
         PostgresServer.Execute(db, contractTable);
-        using var dataSource = FeedbackStore.CreateDataSource(db);
-        using var store = new FeedbackStore(dataSource);
+        using var dataSource = PostgresDatabase.CreateDataSource(db);
+        using var store = new PostgresDatabase(dataSource);
         Assert.Contains("unique index", Assert.Throws<SchemaException>(store.CheckSchema).Message);
         for (var i = 0; i < 2; i++)
             PostgresServer.Execute(db, "INSERT INTO subscribers_feedback (restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, " +
@@ -47,7 +47,7 @@ public class SubscriberDirectoryTests
         var db = PostgresServer.NewDatabase();
         foreach (var client in new[] { "a", "b", "b" })
             PostgresServer.Execute(db, "INSERT INTO subscribers_restaurants (client_id, restaurant_id) VALUES ($1, 'r1')", client);
-        using var dataSource = FeedbackStore.CreateDataSource(db);
+        using var dataSource = PostgresDatabase.CreateDataSource(db);
         long now = 0;
         var directory = new SubscriberDirectory(dataSource, TimeSpan.FromSeconds(30), () => now);
         directory.Prepare(["r1", "r2"]);

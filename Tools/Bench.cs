@@ -41,8 +41,8 @@ internal static class Bench
         try
         {
             var baseSettings = stack.CreateSettings(1, "bench-setup");
-            using var dataSource = FeedbackStore.CreateDataSource(baseSettings.Postgres.ConnectionString);
-            using (var store = new FeedbackStore(dataSource)) store.ApplySchema();
+            using var dataSource = PostgresDatabase.CreateDataSource(baseSettings.Postgres.ConnectionString);
+            using (var store = new PostgresDatabase(dataSource)) store.ApplySchema();
             Simulator.SeedSubscribers(dataSource, Options(workload, 0, 0));
 
             // Rounds, each in the same order, and medians: this machine is shared and noisy, and one run of a pair can
@@ -141,7 +141,7 @@ internal static class Bench
 
     private static void Truncate(EmbeddedStack stack)
     {
-        using var dataSource = FeedbackStore.CreateDataSource(stack.Postgres.ConnectionString);
+        using var dataSource = PostgresDatabase.CreateDataSource(stack.Postgres.ConnectionString);
         Truncate(dataSource);
     }
 

@@ -7,11 +7,11 @@ namespace PromoStream;
 internal sealed class SchemaException(string message) : Exception(message);
 
 /// <summary>PostgreSQL set-up: connections, the schema and its check. The writes are the ledger's (Ledger.cs).</summary>
-internal sealed class FeedbackStore : IDisposable
+internal sealed class PostgresDatabase : IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
 
-    public FeedbackStore(NpgsqlDataSource dataSource) => _dataSource = dataSource;
+    public PostgresDatabase(NpgsqlDataSource dataSource) => _dataSource = dataSource;
 
     public NpgsqlDataSource DataSource => _dataSource;
 
@@ -61,7 +61,7 @@ internal sealed class FeedbackStore : IDisposable
 
     public static string SchemaSql()
     {
-        using var stream = typeof(FeedbackStore).Assembly.GetManifestResourceStream("schema.sql")
+        using var stream = typeof(PostgresDatabase).Assembly.GetManifestResourceStream("schema.sql")
             ?? throw new InvalidOperationException("schema.sql is not embedded in this build");
         return new StreamReader(stream).ReadToEnd();
     }
