@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Confluent.Kafka;
 using Npgsql;
 
@@ -70,4 +71,21 @@ internal static class Failures
     public static string FatalMessage(KafkaException e, string transactionalId) => IsFenced(e)
         ? $"fenced: another instance took over transactional id '{transactionalId}'; this one must stop ({e.Error.Reason})"
         : $"fatal Kafka error ({e.Error.Code}): {e.Error.Reason}";
+}
+
+/// <summary>Exponential backoff with a cap; Wait returns false when stopping.</summary>
+internal sealed class Backoff(int maxMs)
+{
+    private readonly Stopwatch _since = Stopwatch.StartNew();
+    public int Attempts { get; private set; }
+    public TimeSpan Elapsed => _since.Elapsed;
+
+    public void Reset() => Attempts = 0;
+
+    public bool Wait(CancellationToken stop)
+    {
+        var delay = Math.Min(maxMs, 100 * (1 << Math.Min(Attempts, 16)));
+        Attempts++;
+        return !stop.WaitHandle.WaitOne(delay + Random.Shared.Next(delay / 5 + 1));
+    }
 }

@@ -16,40 +16,6 @@ internal sealed class FatalKafkaException(string message, Exception inner) : Exc
 /// </summary>
 internal sealed class Processor : IDisposable
 {
-    private sealed class Batch
-    {
-        public readonly List<ConsumeResult<byte[]?, byte[]?>> Messages = [];
-        public readonly Dictionary<TopicPartition, long> FirstOffsets = [];
-        public readonly Dictionary<TopicPartition, long> NextOffsets = [];
-        public readonly Stopwatch Clock = Stopwatch.StartNew();
-
-        public void Add(ConsumeResult<byte[]?, byte[]?> m)
-        {
-            Messages.Add(m);
-            FirstOffsets.TryAdd(m.TopicPartition, m.Offset.Value);
-            NextOffsets[m.TopicPartition] = m.Offset.Value + 1;
-        }
-
-        public void DropPartitions(IReadOnlySet<TopicPartition> partitions)
-        {
-            Messages.RemoveAll(m => partitions.Contains(m.TopicPartition));
-            foreach (var tp in partitions)
-            {
-                FirstOffsets.Remove(tp);
-                NextOffsets.Remove(tp);
-            }
-        }
-    }
-
-    /// <summary>A batch evaluated: what goes to the ledger, what goes to the DLQ whatever the ledger says.</summary>
-    private sealed class Plan(long trigger)
-    {
-        public readonly long Trigger = trigger;
-        public readonly List<LedgerEntry> Entries = [];
-        public readonly List<ConsumeResult<byte[]?, byte[]?>> EntrySources = [];
-        public readonly List<DeadLetter> DeadLetters = [];
-    }
-
     /// <summary>A batch whose ledger write is queued or running; its Kafka transaction comes once the write commits.</summary>
     private sealed record Pending(Batch Batch, Plan Plan, Task<Decision[]?> Decisions);
 
@@ -57,7 +23,7 @@ internal sealed class Processor : IDisposable
     private readonly CancellationToken _stop;
     private readonly bool _transactional;
     private readonly CampaignLedger _ledger;
-    private readonly SubscriberDirectory _subscribers;
+    private readonly BatchEvaluator _evaluator;
     private readonly IConsumer<byte[]?, byte[]?> _consumer;
     private readonly IdleStop _idle;
     private readonly ProcessorStats _stats = new();
@@ -84,7 +50,8 @@ internal sealed class Processor : IDisposable
         _transactional = settings.Processing.Transactions;
         _ledger = new CampaignLedger(dataSource, settings.Postgres.Describe(), settings.Kafka.GroupId, settings.Processing.RetryBackoffMaxMs);
         _hooks.Attach(_ledger);
-        _subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds));
+        _evaluator = new BatchEvaluator(new SubscriberDirectory(dataSource, TimeSpan.FromSeconds(settings.Processing.SubscribersRefreshSeconds)),
+            settings.Kafka.OutputTopic);
         _abortBackoff = new Backoff(settings.Processing.RetryBackoffMaxMs);
         _onDelivery = _transactional ? null : r => { if (r.Error.IsError) Interlocked.Increment(ref _deliveryFailures); };
         _producer = BuildProducer();
@@ -295,7 +262,8 @@ internal sealed class Processor : IDisposable
         {
             try
             {
-                var plan = TryEvaluate(batch);
+                ApplyTopicLimits();
+                var plan = _evaluator.Evaluate(batch, _outputLimit);
                 if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
                 return plan;
             }
@@ -312,47 +280,6 @@ internal sealed class Processor : IDisposable
                 throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, _settings.Postgres.Describe()), e);
             }
         }
-    }
-
-    private Plan TryEvaluate(Batch batch)
-    {
-        ApplyTopicLimits();
-        var plan = new Plan(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
-        var parsed = new List<(Campaign Campaign, ConsumeResult<byte[]?, byte[]?> Message, bool Active)>();
-        var restaurants = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var message in batch.Messages)
-        {
-            if (!CampaignParser.TryParse(message.Message.Value, out var campaign, out var reason))
-            {
-                plan.DeadLetters.Add(new DeadLetter(message, reason));
-                continue;
-            }
-            var active = campaign!.IsActiveAt(plan.Trigger);
-            parsed.Add((campaign, message, active));
-            if (active) restaurants.Add(campaign.RestaurantId);
-        }
-        _subscribers.Prepare(restaurants);
-        foreach (var (campaign, message, active) in parsed)
-        {
-            var clients = active ? _subscribers.ClientsOf(campaign.RestaurantId) : [];
-            if (LargestNotification(campaign, clients, plan.Trigger) is { } size && size > _outputLimit)
-            {
-                plan.DeadLetters.Add(new DeadLetter(message,
-                    $"its notification of {size} bytes exceeds what the output topic {_settings.Kafka.OutputTopic} accepts ({_outputLimit} bytes per record)"));
-                continue;
-            }
-            plan.Entries.Add(new LedgerEntry(campaign, new InputPosition(message.Topic, message.Partition.Value, message.Offset.Value), active, clients));
-            plan.EntrySources.Add(message);
-        }
-        return plan;
-    }
-
-    // Record overhead and the key (the client id) come on top of the JSON value.
-    private static int? LargestNotification(Campaign campaign, string[] clients, long trigger)
-    {
-        if (clients.Length == 0) return null;
-        var longest = clients.MaxBy(c => c.Length)!;
-        return new NotificationTemplate(campaign, trigger).For(longest).Length + Encoding.UTF8.GetByteCount(longest) + 1024;
     }
 
     /// <summary>
@@ -635,63 +562,5 @@ internal sealed class Processor : IDisposable
         _idle.Dispose();
         _consumer.Dispose();
         _producer.Dispose();
-    }
-}
-
-/// <summary>The input positions this instance's Kafka commits reached, and which of them PostgreSQL has yet to record.</summary>
-internal sealed class CommittedPositions
-{
-    private readonly object _gate = new();
-    private readonly Dictionary<TopicPartition, long> _next = [];
-    private bool _moved;
-
-    public void Add(IReadOnlyDictionary<TopicPartition, long> next)
-    {
-        lock (_gate)
-            foreach (var (tp, offset) in next)
-            {
-                _next[tp] = offset;
-                _moved = true;
-            }
-    }
-
-    /// <summary>For the next ledger write, which records them in its transaction: all positions, once any moved.</summary>
-    public List<InputPosition> Unrecorded()
-    {
-        lock (_gate)
-        {
-            if (!_moved) return [];
-            _moved = false;
-            return AllLocked();
-        }
-    }
-
-    public List<InputPosition> All()
-    {
-        lock (_gate) return AllLocked();
-    }
-
-    private List<InputPosition> AllLocked() => _next.Select(p => new InputPosition(p.Key.Topic, p.Key.Partition.Value, p.Value)).ToList();
-
-    public Dictionary<int, long> ByPartition(string topic)
-    {
-        lock (_gate) return _next.Where(p => p.Key.Topic == topic).ToDictionary(p => p.Key.Partition.Value, p => p.Value);
-    }
-}
-
-/// <summary>Exponential backoff with a cap; Wait returns false when stopping.</summary>
-internal sealed class Backoff(int maxMs)
-{
-    private readonly Stopwatch _since = Stopwatch.StartNew();
-    public int Attempts { get; private set; }
-    public TimeSpan Elapsed => _since.Elapsed;
-
-    public void Reset() => Attempts = 0;
-
-    public bool Wait(CancellationToken stop)
-    {
-        var delay = Math.Min(maxMs, 100 * (1 << Math.Min(Attempts, 16)));
-        Attempts++;
-        return !stop.WaitHandle.WaitOne(delay + Random.Shared.Next(delay / 5 + 1));
     }
 }
