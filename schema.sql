@@ -38,14 +38,15 @@ CREATE INDEX IF NOT EXISTS subscribers_restaurants_restaurant_id
 
 -- The ledger: one row per campaign the pipeline acted on, written in the same transaction as that campaign's
 -- subscribers_feedback rows. It alone decides "was this campaign already notified?": a later copy of the campaign
--- (any key, partition, instance, restart or delay) is a duplicate; the same input position read again after a Kafka
--- transaction that never committed is a replay, and gets the stored rows again. Rows are pruned a week after the
--- campaign's end.
+-- (any key, partition, instance, restart or delay) is a duplicate; the same input position read again by the same
+-- consumer group, after a Kafka transaction that never committed, is a replay, and gets the stored rows again. Rows
+-- are pruned a week after the campaign's (latest seen) end.
 CREATE TABLE IF NOT EXISTS public.promostream_ledger (
     restaurant_id               text NOT NULL,
     adv_campaign_id             text NOT NULL,
     adv_campaign_datetime_end   int8 NOT NULL,
     trigger_datetime_created    int4 NOT NULL,
+    consumer_group              text NOT NULL,
     input_topic                 text NOT NULL,
     input_partition             int4 NOT NULL,
     input_offset                int8 NOT NULL,

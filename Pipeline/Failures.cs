@@ -30,6 +30,10 @@ internal static class Failures
 {
     public static FailureClass Classify(Exception e) => e switch
     {
+        // Not one event's fault, though in classes that usually are: the id sequence ran out, another team added a
+        // NOT NULL column, the table's primary key collides (a sequence behind after a restore).
+        PostgresException { SqlState: "2200H" or "23502" } => FailureClass.PermanentForProcess,
+        PostgresException { SqlState: "23505", ConstraintName: "id_pk" } => FailureClass.PermanentForProcess,
         PostgresException pg => ClassifySqlState(pg.SqlState),
         NpgsqlException or TimeoutException or IOException => FailureClass.Transient,
         _ => FailureClass.PermanentForProcess,

@@ -55,6 +55,11 @@ internal sealed class CampaignLedger : IDisposable
     private NpgsqlConnection? _writer;
     private DateTime _nextPrune = DateTime.MinValue;
 
+    private long _rowsInserted;
+
+    /// <summary>subscribers_feedback rows this instance inserted (committed), whatever became of the Kafka side.</summary>
+    public long RowsInserted => Interlocked.Read(ref _rowsInserted);
+
     /// <summary>Test hook: runs after a ledger transaction commits, before anything reaches Kafka.</summary>
     internal Action? AfterCommit;
 
@@ -101,6 +106,8 @@ internal sealed class CampaignLedger : IDisposable
             }
             catch (PostgresException e) when (Failures.Classify(e) == FailureClass.PermanentForEvent)
             {
+                // Positions and pruning alone cannot be one event's fault: the database itself is wrong.
+                if (to == from) throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, _where), e);
                 if (to - from == 1)
                 {
                     decisions[from] = new Decision(Verdict.Rejected, 0, [], e.SqlState, $"PostgreSQL refused the event's rows: {e.SqlState}: {e.MessageText}");
@@ -129,21 +136,30 @@ internal sealed class CampaignLedger : IDisposable
                 StageEvents(connection, entries, from, to, trigger);
                 StageClients(connection, entries, from, to);
             }
-            using var batch = new NpgsqlBatch(connection, transaction);
+            // No timeout: a lock another team holds on the table is waited out, and a large batch is not retried forever.
+            using var batch = new NpgsqlBatch(connection, transaction) { Timeout = 0 };
+            // Positions first: what Kafka has committed tells a replay (not committed yet) from a re-read (committed).
+            if (committed.Count > 0) batch.BatchCommands.Add(PositionsCommand(committed));
             if (to > from)
             {
-                batch.BatchCommands.Add(new NpgsqlBatchCommand(HeldSql));
-                batch.BatchCommands.Add(new NpgsqlBatchCommand(ReplayRowsSql));
+                // Claims first, then what is held: a claim that waited for another instance's commit sees that
+                // instance's row in the later statements (READ COMMITTED takes a new snapshot per statement).
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(ClaimSql));
+                batch.BatchCommands.Add(WithGroup(HeldSql));
+                batch.BatchCommands.Add(WithGroup(ReplayRowsSql));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(ExtendEndSql));
             }
-            if (committed.Count > 0) batch.BatchCommands.Add(PositionsCommand(committed));
             if (DateTime.UtcNow >= _nextPrune) batch.BatchCommands.Add(PruneCommand());
             var outcome = new WriteOutcome();
             using (var reader = batch.ExecuteReader())
                 if (to > from) outcome.Read(reader);
             transaction.Commit();
             _nextPrune = _nextPrune <= DateTime.UtcNow ? DateTime.UtcNow + PruneInterval : _nextPrune;
-            for (var n = from; n < to; n++) decisions[n] = outcome.Decide(entries[n], n - from, trigger);
+            for (var n = from; n < to; n++)
+            {
+                decisions[n] = outcome.Decide(entries[n], n - from, trigger);
+                if (decisions[n].Verdict == Verdict.Notified) Interlocked.Add(ref _rowsInserted, decisions[n].Clients.Count);
+            }
         }
         catch
         {
@@ -157,12 +173,14 @@ internal sealed class CampaignLedger : IDisposable
     /// <summary>The three result sets of one write, turned into a decision per event.</summary>
     private sealed class WriteOutcome
     {
-        private readonly Dictionary<int, (long Trigger, bool SamePosition)> _held = [];
+        private readonly Dictionary<int, (long Trigger, bool Replay)> _held = [];
         private readonly Dictionary<int, List<string>> _stored = [];
         private readonly Dictionary<int, string[]?> _claimed = [];
 
         public void Read(NpgsqlDataReader reader)
         {
+            while (reader.Read()) _claimed[reader.GetInt32(0)] = reader.IsDBNull(1) ? null : reader.GetFieldValue<string[]>(1);
+            reader.NextResult();
             while (reader.Read()) _held[reader.GetInt32(0)] = (reader.GetInt32(1), reader.GetBoolean(2));
             reader.NextResult();
             while (reader.Read())
@@ -171,38 +189,59 @@ internal sealed class CampaignLedger : IDisposable
                 if (!_stored.TryGetValue(n, out var clients)) _stored[n] = clients = [];
                 clients.Add(reader.GetString(1));
             }
-            reader.NextResult();
-            while (reader.Read()) _claimed[reader.GetInt32(0)] = reader.IsDBNull(1) ? null : reader.GetFieldValue<string[]>(1);
         }
 
         public Decision Decide(LedgerEntry entry, int n, long trigger)
         {
-            if (_held.TryGetValue(n, out var held))
-                return held.SamePosition ? new Decision(Verdict.Replayed, held.Trigger, _stored.GetValueOrDefault(n) ?? [])
-                    : entry.Active ? Decision.Duplicate : Decision.Inactive;
             // Null: every staged client was inserted (the common case, so those ids need not travel back).
             if (_claimed.TryGetValue(n, out var inserted)) return new Decision(Verdict.Notified, trigger, inserted ?? entry.Clients);
+            if (_held.TryGetValue(n, out var held) && held.Replay)
+                return new Decision(Verdict.Replayed, held.Trigger, _stored.GetValueOrDefault(n) ?? []);
             return entry.Active ? Decision.Duplicate : Decision.Inactive;
         }
     }
 
-    // Events whose campaign the ledger held before this batch, and whether it holds it at this very input position.
-    private const string HeldSql = """
-        SELECT e.n, l.trigger_datetime_created,
-               l.input_topic = e.input_topic AND l.input_partition = e.input_partition AND l.input_offset = e.input_offset
+    // A campaign held at this event's very position, by this consumer group, in a batch whose Kafka commit is not
+    // known to have happened (no recorded position beyond it), is a replay; held in any other way, a duplicate.
+    private const string ReplayCondition = """
+        l.consumer_group = $1 AND l.input_topic = e.input_topic AND l.input_partition = e.input_partition AND l.input_offset = e.input_offset
+        AND NOT EXISTS (SELECT 1 FROM public.promostream_input_positions p
+                        WHERE p.consumer_group = $1 AND p.topic = e.input_topic AND p.partition = e.input_partition
+                          AND p.next_offset > e.input_offset)
+        """;
+
+    private const string HeldSql = $"""
+        SELECT e.n, l.trigger_datetime_created, {ReplayCondition}
         FROM staged_events e
         JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+        WHERE e.n NOT IN (SELECT n FROM staged_claimed)
         """;
 
     // A replay re-sends what was stored, not what would be computed now: same clients, same trigger time.
-    private const string ReplayRowsSql = """
+    private const string ReplayRowsSql = $"""
         SELECT e.n, f.client_id
         FROM staged_events e
         JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
-             AND l.input_topic = e.input_topic AND l.input_partition = e.input_partition AND l.input_offset = e.input_offset
         JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
              AND f.trigger_datetime_created = l.trigger_datetime_created
+        WHERE e.n NOT IN (SELECT n FROM staged_claimed) AND {ReplayCondition}
         """;
+
+    // A copy with a later end keeps the campaign in the ledger until then, so pruning never lets it be notified twice.
+    private const string ExtendEndSql = """
+        UPDATE public.promostream_ledger l SET adv_campaign_datetime_end = e.adv_campaign_datetime_end
+        FROM (SELECT restaurant_id, adv_campaign_id, max(adv_campaign_datetime_end) AS adv_campaign_datetime_end
+              FROM staged_events GROUP BY restaurant_id, adv_campaign_id) e
+        WHERE l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+          AND l.adv_campaign_datetime_end < e.adv_campaign_datetime_end
+        """;
+
+    private NpgsqlBatchCommand WithGroup(string sql)
+    {
+        var command = new NpgsqlBatchCommand(sql);
+        command.Parameters.Add(new NpgsqlParameter { Value = _consumerGroup });
+        return command;
+    }
 
     // The first active sighting of each campaign not yet held claims it; its rows go in with it. ON CONFLICT DO NOTHING
     // on the ledger settles a race with another instance (the loser waits for the winner's commit, then sees a
@@ -216,8 +255,8 @@ internal sealed class CampaignLedger : IDisposable
             ORDER BY restaurant_id, adv_campaign_id, n),
         claimed AS (
             INSERT INTO public.promostream_ledger (restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created,
-                                                   input_topic, input_partition, input_offset)
-            SELECT restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, input_topic, input_partition, input_offset
+                                                   consumer_group, input_topic, input_partition, input_offset)
+            SELECT restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, consumer_group, input_topic, input_partition, input_offset
             FROM candidates
             ON CONFLICT (restaurant_id, adv_campaign_id) DO NOTHING
             RETURNING restaurant_id, adv_campaign_id),
@@ -233,7 +272,9 @@ internal sealed class CampaignLedger : IDisposable
         per_event AS (
             SELECT e.n, e.client_count, count(i.client_id) AS inserted, array_agg(i.client_id) FILTER (WHERE i.client_id IS NOT NULL) AS clients
             FROM claimed_events e LEFT JOIN inserted i USING (restaurant_id, adv_campaign_id)
-            GROUP BY e.n, e.client_count)
+            GROUP BY e.n, e.client_count),
+        marked AS (
+            INSERT INTO staged_claimed SELECT n FROM claimed_events)
         SELECT n, CASE WHEN inserted < client_count THEN coalesce(clients, ARRAY[]::text[]) END FROM per_event
         """;
 
@@ -289,20 +330,21 @@ internal sealed class CampaignLedger : IDisposable
             CREATE TEMP TABLE IF NOT EXISTS staged_events (
                 n int4, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
                 adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
-                datetime_created int8, trigger_datetime_created int4, input_topic text, input_partition int4, input_offset int8,
-                active bool, client_count int4) ON COMMIT DELETE ROWS;
+                datetime_created int8, trigger_datetime_created int4, consumer_group text, input_topic text, input_partition int4,
+                input_offset int8, active bool, client_count int4) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS staged_claimed (n int4) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
             """, connection);
         create.ExecuteNonQuery();
         return connection;
     }
 
-    private static void StageEvents(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
+    private void StageEvents(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
     {
         using var copy = connection.BeginBinaryImport(
             "COPY staged_events (n, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
-            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, input_topic, input_partition, " +
-            "input_offset, active, client_count) FROM STDIN (FORMAT BINARY)");
+            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, consumer_group, input_topic, " +
+            "input_partition, input_offset, active, client_count) FROM STDIN (FORMAT BINARY)");
         var triggerInt = checked((int)trigger);
         for (var i = from; i < to; i++)
         {
@@ -318,6 +360,7 @@ internal sealed class CampaignLedger : IDisposable
             copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
             copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
             copy.Write(triggerInt, NpgsqlDbType.Integer);
+            copy.Write(_consumerGroup, NpgsqlDbType.Text);
             copy.Write(position.Topic, NpgsqlDbType.Text);
             copy.Write(position.Partition, NpgsqlDbType.Integer);
             copy.Write(position.Offset, NpgsqlDbType.Bigint);

@@ -30,13 +30,15 @@ internal sealed class Processor : IDisposable
     private readonly Backoff _abortBackoff;
     private readonly TestHooks _hooks = TestHooks.FromEnvironment();
     private IProducer<byte[], byte[]> _producer;
-    private Task<(int Output, int Dlq)>? _topicLimits;
-    private int _outputLimit, _dlqLimit;
+    private Task<TopicLimits>? _limitsLookup;
+    private TopicLimits _limits;
     // The batch being read: a revocation removes its partitions' messages at once, so that messages read again
     // after a reassignment in the same poll stay in.
     private Batch? _collecting;
     private Pending? _pending;
     private bool _closing;
+    // Set when a commit may or may not have gone through: the replay must start where the group says, not guess.
+    private bool _commitOutcomeUnknown;
     private readonly CommittedPositions _committed = new();
     private Action<DeliveryReport<byte[], byte[]>>? _onDelivery;
     private long _deliveryFailures;
@@ -54,6 +56,8 @@ internal sealed class Processor : IDisposable
             settings.Kafka.OutputTopic);
         _abortBackoff = new Backoff(settings.Processing.RetryBackoffMaxMs);
         _onDelivery = _transactional ? null : r => { if (r.Error.IsError) Interlocked.Increment(ref _deliveryFailures); };
+        var producerLimit = settings.Kafka.MaxMessageBytes + Kafka.Headroom;
+        _limits = new TopicLimits(producerLimit, producerLimit);
         _producer = BuildProducer();
         _consumer = new ConsumerBuilder<byte[]?, byte[]?>(Kafka.Consumer(settings.Kafka))
             .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("consumer", e))
@@ -79,12 +83,12 @@ internal sealed class Processor : IDisposable
     }
 
     private IProducer<byte[], byte[]> BuildProducer() =>
-        new ProducerBuilder<byte[], byte[]>(Kafka.Producer(_settings.Kafka, _transactional))
+        new ProducerBuilder<byte[], byte[]>(Kafka.Producer(_settings.Kafka, _transactional, _limits.BatchSize))
             .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("producer", e)).Build();
 
     private void Loop()
     {
-        ReadTopicLimits();
+        LookUpTopicLimits();
         if (_transactional) InitTransactions();
         _consumer.Subscribe(_settings.Kafka.InputTopic);
         var k = _settings.Kafka;
@@ -110,7 +114,7 @@ internal sealed class Processor : IDisposable
             if (_idle.ShouldStop()) { Log.Info($"input drained and no input for {_idle.Seconds}s; stopping"); break; }
         }
         FinishPending();
-        RecordPositionsBeforeExit();
+        RecordPositionsNow();
         Log.Info(_stats.Line());
         _closing = true;
         _consumer.Close(); // leaves the group now (dynamic membership), so the partitions move without waiting
@@ -130,30 +134,24 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>
-    /// Asks the broker for the output and DLQ topics' max.message.bytes, in the background while the group is joined
-    /// (a broker that cannot answer, like the embedded one, takes seconds to say so). Until the answer is in, the
-    /// producer's own limit applies; a record the broker still refuses makes Deliver ask again.
+    /// Asks the broker for the output and DLQ topics' max.message.bytes in the background, while the producer starts
+    /// and the group is joined; the first evaluation waits for the answer, since a campaign claimed against a wrong
+    /// limit could not be sent. A record the broker still refuses makes Deliver ask again.
     /// </summary>
-    private void ReadTopicLimits()
-    {
-        var k = _settings.Kafka;
-        var producerLimit = k.MaxMessageBytes + Kafka.Headroom;
-        (_outputLimit, _dlqLimit) = (producerLimit, producerLimit);
-        _topicLimits = Task.Run(() =>
-        {
-            var limits = (Output: Math.Min(producerLimit, Kafka.TopicMessageLimit(k, k.OutputTopic)), Dlq: Math.Min(producerLimit, Kafka.TopicMessageLimit(k, k.DlqTopic)));
-            if (limits.Dlq < k.MaxMessageBytes)
-                Log.Warn($"DLQ topic {k.DlqTopic} accepts records up to {limits.Dlq} bytes, input up to {k.MaxMessageBytes} is read: " +
-                         "larger dead letters are stored cut (headers dlq.original.size, dlq.cut.size); raise its max.message.bytes to keep them whole");
-            return limits;
-        });
-    }
+    private void LookUpTopicLimits() => _limitsLookup = Task.Run(() => Kafka.ReadTopicLimits(_settings.Kafka));
 
-    private void ApplyTopicLimits()
+    private void AwaitTopicLimits()
     {
-        if (_topicLimits is not { IsCompletedSuccessfully: true } known) return;
-        (_outputLimit, _dlqLimit) = known.Result;
-        _topicLimits = null;
+        if (_limitsLookup is not { } lookup) return;
+        _limitsLookup = null;
+        var limits = lookup.GetAwaiter().GetResult();
+        if (limits.Dlq < _settings.Kafka.MaxMessageBytes)
+            Log.WarnEvery(TimeSpan.FromMinutes(10), "dlq-limit",
+                $"DLQ topic {_settings.Kafka.DlqTopic} accepts records up to {limits.Dlq} bytes, input up to {_settings.Kafka.MaxMessageBytes} is read: " +
+                "larger dead letters are stored cut (headers dlq.original.size, dlq.cut.size); raise its max.message.bytes to keep them whole");
+        var rebuild = limits.BatchSize != _limits.BatchSize;
+        _limits = limits;
+        if (rebuild) RecreateProducer(); // between transactions: none is open while a batch is evaluated
     }
 
     private Batch ConsumeBatch()
@@ -219,7 +217,7 @@ internal sealed class Processor : IDisposable
     private void Step(Batch batch)
     {
         var plan = Evaluate(batch);
-        if (plan is null) { Rewind(batch); return; }
+        if (plan is null) return; // Evaluate has put the consumer back
         var decisions = RecordAfter(_pending?.Decisions, plan);
         if (_pending is { } pending)
         {
@@ -257,13 +255,14 @@ internal sealed class Processor : IDisposable
     /// </summary>
     private Plan? Evaluate(Batch batch)
     {
+        // Null when the batch (and any pending one) was given up; the consumer is put back before returning.
         var backoff = new Backoff(_settings.Processing.RetryBackoffMaxMs);
         while (true)
         {
             try
             {
-                ApplyTopicLimits();
-                var plan = _evaluator.Evaluate(batch, _outputLimit);
+                AwaitTopicLimits();
+                var plan = _evaluator.Evaluate(batch, _limits.Output);
                 if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
                 return plan;
             }
@@ -272,8 +271,13 @@ internal sealed class Processor : IDisposable
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
                     $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, " +
                     $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
-                FinishPending(); // no reason to keep the batch before this one waiting as well
-                if (!backoff.Wait(_stop)) return null;
+                // No reason to keep the batch before this one waiting as well; if it fails, both are read again.
+                if (_pending is { } pending)
+                {
+                    _pending = null;
+                    if (!Deliver(pending)) { RewindToCommitted(pending.Batch, batch); return null; }
+                }
+                if (!backoff.Wait(_stop)) { Rewind(batch); return null; }
             }
             catch (Exception e) when (e is Npgsql.PostgresException)
             {
@@ -301,7 +305,7 @@ internal sealed class Processor : IDisposable
             _hooks.BeforeKafkaCommit();
             Commit(batch);
             _committed.Add(batch.NextOffsets);
-            _stats.Committed(batch.Messages.Count, counts, batch.Clock.Elapsed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            _stats.Committed(batch.Messages.Count, counts, _ledger.RowsInserted, batch.Clock.Elapsed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
             if (_stats.Transactions == 1)
                 Log.Info($"first batch committed {(DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds:0.0}s after start");
             _abortBackoff.Reset();
@@ -312,6 +316,7 @@ internal sealed class Processor : IDisposable
             // The broker aborted a transaction that outlived transaction.timeout.ms and bumped the epoch: librdkafka
             // reports that as fenced, exactly like a takeover. Ours ran that long, so it is the timeout: start over.
             Log.Warn($"Kafka transaction open for {opened.Elapsed.TotalSeconds:0.0}s outlived transaction.timeout.ms ({e.Error.Reason}); new producer, replaying the batch");
+            _stats.Aborted();
             RecreateProducer();
             return false;
         }
@@ -323,15 +328,16 @@ internal sealed class Processor : IDisposable
         {
             Log.Warn($"Kafka refused a record as too large ({e.Error.Reason}); re-reading the topics' limits and replaying the batch");
             Abort(e);
-            ReadTopicLimits();
-            _topicLimits!.Wait(_stop);
-            ApplyTopicLimits();
+            LookUpTopicLimits();
+            AwaitTopicLimits();
             return false;
         }
         catch (CommitOutcomeUnknownException e)
         {
             Log.Warn($"{e.Message}; new producer, resuming from the group's committed position");
+            _stats.Aborted();
             RecreateProducer();
+            _commitOutcomeUnknown = true;
             return false;
         }
         catch (KafkaException e)
@@ -344,7 +350,7 @@ internal sealed class Processor : IDisposable
     private CountsOfBatch ProduceOutput(Plan plan, Decision[] decisions)
     {
         var k = _settings.Kafka;
-        long notified = 0, replayed = 0, duplicates = 0, inactive = 0, noSubscribers = 0, notifications = 0, rows = 0;
+        long notified = 0, replayed = 0, duplicates = 0, inactive = 0, noSubscribers = 0, notifications = 0;
         var timestamps = new List<long>();
         var deadLetters = new List<DeadLetter>(plan.DeadLetters);
         var output = new TopicPartition(k.OutputTopic, Partition.Any);
@@ -356,7 +362,7 @@ internal sealed class Processor : IDisposable
                 case Verdict.Duplicate: duplicates++; continue;
                 case Verdict.Inactive: inactive++; continue;
                 case Verdict.Rejected: deadLetters.Add(new DeadLetter(plan.EntrySources[i], decision.Reason!, decision.SqlState)); continue;
-                case Verdict.Notified: notified++; rows += decision.Clients.Count; break;
+                case Verdict.Notified: notified++; break;
                 case Verdict.Replayed: replayed++; break;
             }
             if (decision.Clients.Count == 0) { noSubscribers++; continue; }
@@ -367,8 +373,8 @@ internal sealed class Processor : IDisposable
             timestamps.Add(plan.EntrySources[i].Message.Timestamp.UnixTimestampMs);
         }
         var dlq = new TopicPartition(k.DlqTopic, Partition.Any);
-        foreach (var letter in deadLetters) Produce(dlq, DeadLetters.ToRecord(letter, _dlqLimit));
-        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, rows, timestamps);
+        foreach (var letter in deadLetters) Produce(dlq, DeadLetters.ToRecord(letter, _limits.Dlq));
+        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps);
     }
 
     private void Produce(TopicPartition destination, Message<byte[], byte[]> message)
@@ -396,8 +402,7 @@ internal sealed class Processor : IDisposable
             CommitTransaction(timeout);
             return;
         }
-        _producer.Flush(timeout);
-        if (Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
+        if (_producer.Flush(timeout) > 0 | Interlocked.Exchange(ref _deliveryFailures, 0) > 0)
             throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
         _consumer.Commit(Offsets(batch));
     }
@@ -418,7 +423,7 @@ internal sealed class Processor : IDisposable
             }
             catch (KafkaRetriableException e) when (!_stop.IsCancellationRequested)
             {
-                if (backoff.Elapsed >= timeout) throw new CommitOutcomeUnknownException($"Kafka commit still unconfirmed after {backoff.Elapsed.TotalSeconds:0}s ({e.Error.Reason})");
+                if (backoff.Elapsed >= timeout / 2) throw new CommitOutcomeUnknownException($"Kafka commit still unconfirmed after {backoff.Elapsed.TotalSeconds:0}s ({e.Error.Reason})");
                 Log.WarnEvery(TimeSpan.FromSeconds(10), "kafka-commit", $"Kafka commit not confirmed ({e.Error.Reason}); retrying");
                 backoff.Wait(_stop);
             }
@@ -442,7 +447,6 @@ internal sealed class Processor : IDisposable
 
     private void RecreateProducer()
     {
-        _stats.Aborted();
         try { _producer.Dispose(); } catch (KafkaException) { /* its transaction is aborted by the new producer's init */ }
         _producer = BuildProducer();
         if (_transactional) InitTransactions();
@@ -464,6 +468,16 @@ internal sealed class Processor : IDisposable
                 first[tp] = first.TryGetValue(tp, out var o) ? Math.Min(o, offset) : offset;
         if (first.Count == 0) return;
         var group = GroupCommitted(first.Keys);
+        for (var attempt = 1; group is null && _commitOutcomeUnknown && attempt <= 5; attempt++)
+        {
+            _abortBackoff.Wait(_stop);
+            group = GroupCommitted(first.Keys);
+        }
+        if (group is null && _commitOutcomeUnknown)
+            throw new FatalKafkaException("a Kafka commit's outcome is unknown and the group's offsets cannot be read; stopping rather than guessing " +
+                                          "(a restart resumes from the group's committed offsets)", new KafkaException(ErrorCode.Local_TimedOut));
+        _commitOutcomeUnknown = false;
+        group ??= [];
         foreach (var (tp, offset) in first)
         {
             var position = group.TryGetValue(tp, out var committed) && committed >= offset ? committed : offset;
@@ -472,7 +486,8 @@ internal sealed class Processor : IDisposable
         }
     }
 
-    private Dictionary<TopicPartition, long> GroupCommitted(IEnumerable<TopicPartition> partitions)
+    /// <summary>The group's committed offsets (absent for a partition without one); null when the broker does not answer.</summary>
+    private Dictionary<TopicPartition, long>? GroupCommitted(IEnumerable<TopicPartition> partitions)
     {
         try
         {
@@ -481,8 +496,8 @@ internal sealed class Processor : IDisposable
         }
         catch (KafkaException e)
         {
-            Log.WarnEvery(TimeSpan.FromSeconds(30), "committed", $"cannot read the group's committed offsets ({e.Error.Reason}); replaying from the batch start");
-            return [];
+            Log.WarnEvery(TimeSpan.FromSeconds(30), "committed", $"cannot read the group's committed offsets ({e.Error.Reason})");
+            return null;
         }
     }
 
@@ -495,9 +510,14 @@ internal sealed class Processor : IDisposable
         }
     }
 
-    private void RecordPositionsBeforeExit()
+    /// <summary>
+    /// Records the committed positions now, before the partitions leave this instance, bounded so that a stop never
+    /// hangs on a database that is down (the positions are then one batch behind, which the ledger tolerates).
+    /// </summary>
+    private void RecordPositionsNow()
     {
-        try { _ledger.RecordPositions(_committed.All(), CancellationToken.None); }
+        using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try { _ledger.RecordPositions(_committed.All(), bounded.Token); }
         catch (Exception e) when (e is Npgsql.NpgsqlException or DatabaseMisconfiguredException)
         {
             Log.Warn($"could not record the committed input positions in PostgreSQL ({e.Message}); the group's offsets still hold them");
@@ -512,15 +532,12 @@ internal sealed class Processor : IDisposable
     private IEnumerable<TopicPartitionOffset> OnAssigned(List<TopicPartition> assigned)
     {
         _idle.Assigned(assigned.Count > 0);
-        if (_closing) return assigned.Select(tp => new TopicPartitionOffset(tp, Offset.Unset));
-        var group = GroupCommitted(assigned);
-        Dictionary<int, long> recorded;
-        try { recorded = _ledger.RecordedPositions(_settings.Kafka.InputTopic); }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
-        {
-            Log.Warn($"cannot read the recorded input positions from PostgreSQL ({PostgresDatabase.Describe(e)}); partitions without a committed offset start at auto.offset.reset");
-            recorded = [];
-        }
+        var fromGroup = assigned.Select(tp => new TopicPartitionOffset(tp, Offset.Unset)).ToList();
+        if (_closing || assigned.Count == 0) return fromGroup;
+        // When the group's offsets cannot be read, librdkafka fetches them itself: the recorded positions lag behind
+        // them and must never override them.
+        if (GroupCommitted(assigned) is not { } group) return fromGroup;
+        if (RecordedPositions() is not { } recorded) return fromGroup;
         var fromRecord = new List<int>();
         var offsets = assigned.Select(tp =>
         {
@@ -533,11 +550,32 @@ internal sealed class Processor : IDisposable
         return offsets;
     }
 
+    /// <summary>
+    /// The positions recorded in PostgreSQL, tried a few times: without them a partition the group has no offset for
+    /// starts at auto.offset.reset (re-reading is safe, the ledger drops what Kafka already has).
+    /// </summary>
+    private Dictionary<int, long>? RecordedPositions()
+    {
+        var backoff = new Backoff(1000);
+        for (var attempt = 1; ; attempt++)
+        {
+            try { return _ledger.RecordedPositions(_settings.Kafka.InputTopic); }
+            catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient && attempt < 4 && backoff.Wait(_stop)) { }
+            catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
+            {
+                Log.Warn($"cannot read the recorded input positions from PostgreSQL ({PostgresDatabase.Describe(e)}); " +
+                         "partitions without a committed offset start at auto.offset.reset");
+                return null;
+            }
+        }
+    }
+
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
         // Deliver the pending batch before its partitions go to another owner; if it cannot, the next owner replays
-        // it and the ledger recognises it.
+        // it and the ledger recognises it. Its position goes to PostgreSQL now, for brokers that keep none.
         FinishPending();
+        RecordPositionsNow();
         var partitions = revoked.ToHashSet();
         _idle.Assigned(false);
         _collecting?.DropPartitions(partitions);

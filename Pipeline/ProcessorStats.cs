@@ -2,7 +2,7 @@ namespace PromoStream;
 
 /// <summary>What one committed batch did: events by outcome, notifications sent, rows inserted.</summary>
 internal sealed record CountsOfBatch(long Notified, long Replayed, long Duplicates, long Inactive, long NoSubscribers, long DeadLetters,
-    long Notifications, long Rows, List<long> OutputTimestampsMs);
+    long Notifications, List<long> OutputTimestampsMs);
 
 /// <summary>Counters for the stats line, and the end-to-end latency of committed output.</summary>
 internal sealed class ProcessorStats
@@ -15,13 +15,13 @@ internal sealed class ProcessorStats
     public double LastBatchMs;
     public TimeSpan? FirstInputAt, LastCommitAt;
 
-    public void Committed(int consumed, CountsOfBatch c, TimeSpan batchTime, long committedAtMs)
+    public void Committed(int consumed, CountsOfBatch c, long rowsInserted, TimeSpan batchTime, long committedAtMs)
     {
         var now = _sinceStart.Elapsed;
         FirstInputAt ??= now - batchTime;
         LastCommitAt = now;
         Consumed += consumed; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
-        NoSubscribers += c.NoSubscribers; Notifications += c.Notifications; Rows += c.Rows;
+        NoSubscribers += c.NoSubscribers; Notifications += c.Notifications; Rows = rowsInserted;
         Transactions++;
         LastBatchMs = batchTime.TotalMilliseconds;
         foreach (var t in c.OutputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;

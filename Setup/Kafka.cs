@@ -35,13 +35,14 @@ internal static class Kafka
         return config;
     }
 
-    public static ProducerConfig Producer(KafkaSettings k, bool transactional) => new(Client(k))
+    public static ProducerConfig Producer(KafkaSettings k, bool transactional, int batchSize = TopicLimits.MaxBatchSize) => new(Client(k))
     {
         TransactionalId = transactional ? k.TransactionalId : null,
         EnableIdempotence = true,
         Acks = Acks.All,
         LingerMs = 5,
-        BatchSize = 1_000_000,
+        // A record batch counts against the topic's max.message.bytes as a whole (see TopicLimits).
+        BatchSize = batchSize,
         MessageMaxBytes = k.MaxMessageBytes + Headroom,
         TransactionTimeoutMs = k.TransactionTimeoutMs,
         // librdkafka refuses a socket timeout longer than the transaction timeout (+100 ms).
@@ -108,24 +109,30 @@ internal static class Kafka
     public const int Headroom = 64 * 1024;
 
     /// <summary>
-    /// The largest record the topic accepts: its max.message.bytes where the broker tells. A broker that cannot say
-    /// (the embedded one) is taken to accept whatever the producer sends; the caller caps it at the producer's limit.
+    /// The largest record the output and DLQ topics accept: their max.message.bytes where the broker tells, capped at
+    /// what the producer sends. A broker that cannot say (the embedded one) is taken to accept what the producer sends.
     /// </summary>
-    public static int TopicMessageLimit(KafkaSettings k, string topic)
+    public static TopicLimits ReadTopicLimits(KafkaSettings k)
     {
+        var producerLimit = k.MaxMessageBytes + Headroom;
         using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
         try
         {
-            var described = admin.DescribeConfigsAsync([new ConfigResource { Type = ResourceType.Topic, Name = topic }],
-                new DescribeConfigsOptions { RequestTimeout = TimeSpan.FromSeconds(10) }).GetAwaiter().GetResult();
-            if (described.Single().Entries.TryGetValue("max.message.bytes", out var entry) && int.TryParse(entry.Value, out var limit))
-                return limit;
+            // One short request: a real broker answers at once; the embedded one only times out.
+            var described = admin.DescribeConfigsAsync(
+                    [new ConfigResource { Type = ResourceType.Topic, Name = k.OutputTopic }, new ConfigResource { Type = ResourceType.Topic, Name = k.DlqTopic }],
+                    new DescribeConfigsOptions { RequestTimeout = TimeSpan.FromSeconds(3) })
+                .GetAwaiter().GetResult().ToDictionary(r => r.ConfigResource.Name);
+            int Limit(string topic) =>
+                described[topic].Entries.TryGetValue("max.message.bytes", out var entry) && int.TryParse(entry.Value, out var limit)
+                    ? Math.Min(limit, producerLimit) : producerLimit;
+            return new TopicLimits(Limit(k.OutputTopic), Limit(k.DlqTopic));
         }
         catch (Exception e) when (e is KafkaException or DescribeConfigsException)
         {
-            Log.Info($"the broker does not tell max.message.bytes of topic {topic} ({e.Message}); assuming it takes what the producer sends");
+            Log.Info($"the broker does not tell max.message.bytes of {k.OutputTopic} and {k.DlqTopic} ({e.Message}); assuming they take what the producer sends");
+            return new TopicLimits(producerLimit, producerLimit);
         }
-        return int.MaxValue;
     }
 
     private static TopicSpecification Spec(string name, int partitions, short replication, params (string Key, string Value)[] configs) => new()
@@ -165,4 +172,15 @@ internal static class Kafka
     private static bool IsUnsupported(ErrorCode code) =>
         code is ErrorCode.UnsupportedVersion or ErrorCode.Local_UnsupportedFeature or ErrorCode.Local_TimedOut
             or ErrorCode.RequestTimedOut or ErrorCode.InvalidRequest;
+}
+
+/// <summary>
+/// The largest record each topic PromoStream writes accepts. The broker applies max.message.bytes to a whole record
+/// batch, so the producer's batches are kept below the smaller limit; a single larger record still goes out alone
+/// (librdkafka applies batch.size from the second record on).
+/// </summary>
+internal sealed record TopicLimits(int Output, int Dlq)
+{
+    public const int MaxBatchSize = 1_000_000;
+    public int BatchSize => Math.Min(MaxBatchSize, Math.Min(Output, Dlq) - 1024);
 }

@@ -70,10 +70,13 @@ public sealed class EndToEndTests(ITestOutputHelper output) : IDisposable
         var rows = RowComparison.Of(db, report);
         var records = CommittedRecords.Read(settings.Kafka, settings.Kafka.OutputTopic, TimeSpan.FromMinutes(1));
         var distinct = records.Select(r => Text.Of(r.Message.Value)).Select(Key).Distinct().Count();
-        Figure.Report(output, $"crash on real Kafka: kills=10 {rows}; output records={records.Count} distinct={distinct}; slowest reassignment {slowestAssignment.TotalSeconds:0.0}s");
+        var sinks = SinkComparison.Of(db, settings.Kafka);
+        Figure.Report(output, $"crash on real Kafka: kills=10 {rows}; output records={records.Count} distinct={distinct}; both sinks: {sinks}; " +
+                              $"slowest reassignment {slowestAssignment.TotalSeconds:0.0}s");
         Assert.True(rows.Exact, rows.ToString());
         Assert.Equal(rows.Expected, records.Count);
         Assert.Equal(records.Count, distinct);
+        Assert.True(sinks.Identical, sinks.ToString()); // same clients and the same trigger time in both sinks
     }
 
     private static string Key(string json)

@@ -53,6 +53,34 @@ public class LedgerTests
     }
 
     [Fact]
+    public void APositionKafkaHasCommittedOrAnotherGroupReadingItIsADuplicateNotAReplay()
+    {
+        var (ledger, dataSource, db) = NewLedger();
+        using (ledger) using (dataSource)
+        {
+            Record(ledger, Trigger, Entry(Campaign(), 5, "c1"));
+            using var otherGroup = new CampaignLedger(dataSource, "test", "another-group", 100);
+            Assert.Equal(Verdict.Duplicate, Record(otherGroup, Trigger, Entry(Campaign(), 5, "c1"))[0].Verdict);
+            // Kafka committed past offset 5 (recorded after that commit): reading it again is not a replay.
+            ledger.RecordPositions([new InputPosition("campaigns", 0, 6)], CancellationToken.None);
+            Assert.Equal(Verdict.Duplicate, Record(ledger, Trigger, Entry(Campaign(), 5, "c1"))[0].Verdict);
+            Assert.Equal(1, PostgresServer.Scalar(db, "SELECT count(*) FROM subscribers_feedback"));
+        }
+    }
+
+    [Fact]
+    public void ACopyWithALaterEndKeepsTheCampaignInTheLedgerUntilThen()
+    {
+        var (ledger, dataSource, db) = NewLedger();
+        using (ledger) using (dataSource)
+        {
+            Record(ledger, Trigger, Entry(Campaign(), 1, "c1"));
+            Record(ledger, Trigger, Entry(Campaign() with { DatetimeEnd = 2759207116 }, 2, "c1"));
+            Assert.Equal(2759207116, PostgresServer.Scalar(db, "SELECT adv_campaign_datetime_end FROM promostream_ledger"));
+        }
+    }
+
+    [Fact]
     public void WithinABatchTheFirstActiveSightingClaimsAndAReplayInAnotherOrderStillFindsIt()
     {
         var (ledger, dataSource, _) = NewLedger();

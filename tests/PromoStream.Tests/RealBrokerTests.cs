@@ -16,7 +16,6 @@ namespace PromoStream.Tests;
 [Collection(Stack.Name)]
 public sealed class RealBrokerTests(ITestOutputHelper output) : IDisposable
 {
-    private const string SampleCampaign = "123e4567-e89b-12d3-a456-426614174003";
     private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("promostream-realbroker-");
 
     public void Dispose() => _dir.Delete(recursive: true);
@@ -264,11 +263,9 @@ public sealed class RealBrokerTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1, FinalCount(restarted, "replayed"));
     }
 
-    // Product bug (reported, not fixed here): librdkafka puts several records of one partition into one record batch
-    // (batch.size 1,000,000) and the broker applies max.message.bytes to the whole batch, so records that each fit the
-    // topic are refused together, and the batch is aborted and replayed forever. Remove Skip once the producer's
-    // batch.size is kept within the smaller of the output and DLQ topics' limits.
-    [RealBrokerFact(Skip = "product bug: records that fit one by one are refused together in one record batch (endless abort loop); see the comment above")]
+    // librdkafka puts several records of one partition into one record batch and the broker applies max.message.bytes
+    // to the whole batch: records that each fit the topic must not be refused together (TopicLimits.BatchSize).
+    [RealBrokerFact]
     public void RecordsThatFitTheirTopicOneByOneButNotTogetherAreDeliveredWithoutAnAbortLoop()
     {
         var clock = Stopwatch.StartNew();
