@@ -9,7 +9,7 @@ namespace PromoStream;
 
 internal sealed record SimulatorOptions(
     int Count, int Rate, double Duplicates, double Malformed, double Expired, double NoSubscribers,
-    int Seed, int Restaurants, int SeedSubscribers, string? File, string? ExpectFile)
+    int Seed, int Restaurants, int SeedSubscribers, string? File, string? ExpectFile, int? FileCount = null)
 {
     public static SimulatorOptions From(CommandLine cli) => new(
         Count: cli.Int("--count", 1000),
@@ -22,7 +22,8 @@ internal sealed record SimulatorOptions(
         Restaurants: cli.Int("--restaurants", 100, 1),
         SeedSubscribers: cli.Int("--seed-subscribers", 0),
         File: cli.String("--file"),
-        ExpectFile: cli.String("--expect-file"));
+        ExpectFile: cli.String("--expect-file"),
+        FileCount: cli.Has("--count") ? cli.Int("--count", 1000) : null);
 }
 
 internal enum EventKind { Valid, Duplicate, Malformed, Expired }
@@ -159,7 +160,9 @@ internal static class Simulator
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
         var events = options.File is { } file ? EventsFromFile(file) : Generate(options, DateTimeOffset.UtcNow.ToUnixTimeSeconds());
-        var report = Publish(settings.Kafka, events, options.File is null ? options.Count : null, options.Rate, stop);
+        // With --file, --count (when given) sends at most that many lines.
+        if (options.File is not null && options.FileCount is { } most) events = events.Take(most);
+        var report = Publish(settings.Kafka, events, options.File is null ? options.Count : options.FileCount, options.Rate, stop);
         if (options.ExpectFile is { } expect) WriteExpectations(expect, report);
         Console.WriteLine(report.Line());
         return stop.IsCancellationRequested ? 1 : 0;
@@ -171,13 +174,32 @@ internal static class Simulator
         for (var i = 0; i < options.Count; i++) yield return generator.Next();
     }
 
-    private static IEnumerable<SimulatedEvent> EventsFromFile(string path)
+    /// <summary>
+    /// A replay sends what the file holds, byte for byte: each line (ended by \n, which is not sent) is one message,
+    /// with any \r, byte order mark or invalid UTF-8 it has; an empty line is an empty message; a last line without
+    /// \n is a message too. Nothing is decoded or re-encoded.
+    /// </summary>
+    internal static IEnumerable<byte[]> LinesOf(string path)
     {
         if (!File.Exists(path)) throw new UsageException($"--file: no such file {path}");
-        foreach (var line in File.ReadLines(path))
+        using var file = File.OpenRead(path);
+        var line = new List<byte>(1024);
+        var buffer = new byte[64 * 1024];
+        int read;
+        while ((read = file.Read(buffer, 0, buffer.Length)) > 0)
+            for (var i = 0; i < read; i++)
+            {
+                if (buffer[i] != (byte)'\n') { line.Add(buffer[i]); continue; }
+                yield return [.. line];
+                line.Clear();
+            }
+        if (line.Count > 0) yield return [.. line];
+    }
+
+    private static IEnumerable<SimulatedEvent> EventsFromFile(string path)
+    {
+        foreach (var value in LinesOf(path))
         {
-            if (line.Length == 0) continue;
-            var value = Encoding.UTF8.GetBytes(line);
             // Keyed like the simulator's own events when the line is a valid campaign, so a restaurant keeps one partition.
             var valid = CampaignParser.TryParse(value, out var campaign, out _);
             yield return new SimulatedEvent(valid ? Encoding.UTF8.GetBytes(campaign!.RestaurantId) : null!, value,

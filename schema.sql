@@ -42,8 +42,8 @@ CREATE INDEX IF NOT EXISTS subscribers_restaurants_restaurant_id
 -- consumer group, after a Kafka transaction that never committed, is a replay, and gets the stored rows again. Rows
 -- are pruned a week after the campaign's (latest seen) end.
 CREATE TABLE IF NOT EXISTS public.promostream_ledger (
-    restaurant_id               text NOT NULL,
-    adv_campaign_id             text NOT NULL,
+    restaurant_id               uuid NOT NULL,
+    adv_campaign_id             uuid NOT NULL,
     adv_campaign_datetime_end   int8 NOT NULL,
     trigger_datetime_created    int4 NOT NULL,
     consumer_group              text NOT NULL,

@@ -88,7 +88,8 @@ if [ -n "${PROMOSTREAM_TEST_BOOTSTRAP:-}" ]; then
   export PROMOSTREAM_TEST_BROKER=user
   unset PROMOSTREAM_REAL_BROKER_SKIP
   echo "real-broker checks use the broker you exported: PROMOSTREAM_TEST_BOOTSTRAP=$PROMOSTREAM_TEST_BOOTSTRAP"
-elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+# Compose v2 (`docker compose`) is needed for `up --wait`; with only v1 the kfake path is taken instead.
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
   if docker compose up -d --wait >"$work/compose.log" 2>&1; then
     compose_up=1
     export PROMOSTREAM_TEST_BOOTSTRAP="localhost:9092" PROMOSTREAM_TEST_BROKER=compose

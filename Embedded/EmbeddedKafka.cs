@@ -45,6 +45,8 @@ internal sealed unsafe class EmbeddedKafka : IDisposable
         // Kafka's group.initial.rebalance.delay.ms (3 s in the mock as in Kafka) only waits for more members of a
         // new group; a single-machine broker has none to wait for, so a new group's first join is served at once.
         ((delegate* unmanaged<nint, int, void>)Export("rd_kafka_mock_group_initial_rebalance_delay_ms"))(cluster, 0);
+        // Without a controller, admin requests that go to it (DescribeConfigs of a topic) wait for their timeout.
+        ((delegate* unmanaged<nint, int, int>)Export("rd_kafka_mock_set_controller_id"))(cluster, 1);
         var bootstraps = ((delegate* unmanaged<nint, nint>)Export("rd_kafka_mock_cluster_bootstraps"))(cluster);
         return new EmbeddedKafka(handle, cluster, Marshal.PtrToStringUTF8(bootstraps) ?? "");
     }

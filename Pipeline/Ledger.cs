@@ -138,6 +138,7 @@ internal sealed class CampaignLedger : IDisposable
             }
             // No timeout: a lock another team holds on the table is waited out, and a large batch is not retried forever.
             using var batch = new NpgsqlBatch(connection, transaction) { Timeout = 0 };
+            NpgsqlBatchCommand? insertRows = null;
             // Positions first: what Kafka has committed tells a replay (not committed yet) from a re-read (committed).
             if (committed.Count > 0) batch.BatchCommands.Add(PositionsCommand(committed));
             if (to > from)
@@ -145,14 +146,33 @@ internal sealed class CampaignLedger : IDisposable
                 // Claims first, then what is held: a claim that waited for another instance's commit sees that
                 // instance's row in the later statements (READ COMMITTED takes a new snapshot per statement).
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(ClaimSql));
+                batch.BatchCommands.Add(insertRows = new NpgsqlBatchCommand(InsertRowsSql));
                 batch.BatchCommands.Add(WithGroup(HeldSql));
-                batch.BatchCommands.Add(WithGroup(ReplayRowsSql));
-                batch.BatchCommands.Add(new NpgsqlBatchCommand(ExtendEndSql));
             }
             if (DateTime.UtcNow >= _nextPrune) batch.BatchCommands.Add(PruneCommand());
             var outcome = new WriteOutcome();
             using (var reader = batch.ExecuteReader())
                 if (to > from) outcome.Read(reader);
+            if (outcome.Replays.Count > 0)
+            {
+                // Only after a failure: the stored rows of the replayed campaigns.
+                using var replay = new NpgsqlCommand(ReplayRowsSql, connection, transaction);
+                replay.Parameters.Add(new NpgsqlParameter { Value = outcome.Replays.ToArray() });
+                using var reader = replay.ExecuteReader();
+                outcome.ReadStored(reader);
+            }
+            if (to > from && outcome.SomeRowsExisted(entries, from, (ulong)insertRows!.RecordsAffected))
+            {
+                using var inserted = new NpgsqlCommand(InsertedRowsSql, connection, transaction);
+                using var reader = inserted.ExecuteReader();
+                outcome.ReadInserted(reader);
+            }
+            if (outcome.LaterEnds.Count > 0)
+            {
+                using var extend = new NpgsqlCommand(ExtendEndSql, connection, transaction);
+                extend.Parameters.Add(new NpgsqlParameter { Value = outcome.LaterEnds.ToArray() });
+                extend.ExecuteNonQuery();
+            }
             transaction.Commit();
             _nextPrune = _nextPrune <= DateTime.UtcNow ? DateTime.UtcNow + PruneInterval : _nextPrune;
             for (var n = from; n < to; n++)
@@ -170,36 +190,61 @@ internal sealed class CampaignLedger : IDisposable
         }
     }
 
-    /// <summary>The three result sets of one write, turned into a decision per event.</summary>
+    /// <summary>The result sets of one write, turned into a decision per event.</summary>
     private sealed class WriteOutcome
     {
+        private readonly HashSet<int> _claimed = [];
         private readonly Dictionary<int, (long Trigger, bool Replay)> _held = [];
+        public readonly List<int> LaterEnds = [];
+        public readonly List<int> Replays = [];
         private readonly Dictionary<int, List<string>> _stored = [];
-        private readonly Dictionary<int, string[]?> _claimed = [];
+        // Only when some staged clients already had a row: the clients actually inserted, per claimed event.
+        private Dictionary<int, List<string>>? _inserted;
 
         public void Read(NpgsqlDataReader reader)
         {
-            while (reader.Read()) _claimed[reader.GetInt32(0)] = reader.IsDBNull(1) ? null : reader.GetFieldValue<string[]>(1);
-            reader.NextResult();
-            while (reader.Read()) _held[reader.GetInt32(0)] = (reader.GetInt32(1), reader.GetBoolean(2));
+            while (reader.Read()) _claimed.Add(reader.GetInt32(0));
             reader.NextResult();
             while (reader.Read())
             {
                 var n = reader.GetInt32(0);
-                if (!_stored.TryGetValue(n, out var clients)) _stored[n] = clients = [];
+                _held[n] = (reader.GetInt32(1), reader.GetBoolean(2));
+                if (reader.GetBoolean(2)) Replays.Add(n);
+                if (reader.GetBoolean(3)) LaterEnds.Add(n);
+            }
+        }
+
+        public void ReadStored(NpgsqlDataReader reader) => ReadClients(reader, _stored);
+
+        public bool SomeRowsExisted(IReadOnlyList<LedgerEntry> entries, int from, ulong inserted) =>
+            (ulong)_claimed.Sum(n => (long)entries[from + n].Clients.Length) != inserted;
+
+        public void ReadInserted(NpgsqlDataReader reader) => ReadClients(reader, _inserted = []);
+
+        private static void ReadClients(NpgsqlDataReader reader, Dictionary<int, List<string>> into)
+        {
+            while (reader.Read())
+            {
+                var n = reader.GetInt32(0);
+                if (!into.TryGetValue(n, out var clients)) into[n] = clients = [];
                 clients.Add(reader.GetString(1));
             }
         }
 
         public Decision Decide(LedgerEntry entry, int n, long trigger)
         {
-            // Null: every staged client was inserted (the common case, so those ids need not travel back).
-            if (_claimed.TryGetValue(n, out var inserted)) return new Decision(Verdict.Notified, trigger, inserted ?? entry.Clients);
+            if (_claimed.Contains(n))
+                return new Decision(Verdict.Notified, trigger, _inserted is null ? entry.Clients : _inserted.GetValueOrDefault(n) ?? []);
             if (_held.TryGetValue(n, out var held) && held.Replay)
                 return new Decision(Verdict.Replayed, held.Trigger, _stored.GetValueOrDefault(n) ?? []);
             return entry.Active ? Decision.Duplicate : Decision.Inactive;
         }
     }
+
+    // The ledger keys campaigns by their two ids as UUIDs (compact, fast to compare; the contract's duplicates are
+    // "the same two ids"); staged_events carries both forms, the text for subscribers_feedback, the UUIDs for the ledger.
+    private const string HeldJoin =
+        "JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_key AND l.adv_campaign_id = e.campaign_key";
 
     // A campaign held at this event's very position, by this consumer group, in a batch whose Kafka commit is not
     // known to have happened (no recorded position beyond it), is a replay; held in any other way, a duplicate.
@@ -210,30 +255,64 @@ internal sealed class CampaignLedger : IDisposable
                           AND p.next_offset > e.input_offset)
         """;
 
+    // The first active sighting of each campaign not yet held claims it, and its rows go in with it. ON CONFLICT DO
+    // NOTHING on the ledger settles a race with another instance (the loser waits for the winner's commit, then finds
+    // the campaign held); on subscribers_feedback it keeps a row (and its feedback) that existed before PromoStream saw
+    // the campaign. The claimed events are marked by their input position, which the ledger row carries.
+    private const string ClaimSql = $$"""
+        WITH claimed AS (
+            INSERT INTO public.promostream_ledger (restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created,
+                                                   consumer_group, input_topic, input_partition, input_offset)
+            SELECT DISTINCT ON (restaurant_key, campaign_key)
+                   restaurant_key, campaign_key, adv_campaign_datetime_end, trigger_datetime_created, consumer_group, input_topic,
+                   input_partition, input_offset
+            FROM staged_events WHERE active
+            ORDER BY restaurant_key, campaign_key, n
+            ON CONFLICT (restaurant_id, adv_campaign_id) DO NOTHING
+            RETURNING input_partition, input_offset)
+        INSERT INTO staged_claimed (n)
+        SELECT e.n FROM staged_events e JOIN claimed c ON c.input_partition = e.input_partition AND c.input_offset = e.input_offset
+        RETURNING n
+        """;
+
+    // The count of rows inserted tells whether every staged client got one.
+    private const string InsertRowsSql = $$"""
+        INSERT INTO public.subscribers_feedback ({{FeedbackColumns}})
+        SELECT e.restaurant_id, e.adv_campaign_id, e.adv_campaign_content, e.adv_campaign_owner, e.adv_campaign_owner_contact,
+               e.adv_campaign_datetime_start, e.adv_campaign_datetime_end, e.datetime_created, k.client_id, e.trigger_datetime_created
+        FROM staged_claimed c JOIN staged_events e ON e.n = c.n JOIN staged_clients k ON k.n = c.n
+        ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING
+        """;
+
+    // Held before this batch (or by an instance whose claim this one waited for): replay or duplicate, and the held
+    // end, so that a copy with a later end can keep the campaign in the ledger until then.
     private const string HeldSql = $"""
-        SELECT e.n, l.trigger_datetime_created, {ReplayCondition}
-        FROM staged_events e
-        JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+        SELECT e.n, l.trigger_datetime_created, {ReplayCondition}, l.adv_campaign_datetime_end < e.adv_campaign_datetime_end
+        FROM staged_events e {HeldJoin}
         WHERE e.n NOT IN (SELECT n FROM staged_claimed)
         """;
 
     // A replay re-sends what was stored, not what would be computed now: same clients, same trigger time.
     private const string ReplayRowsSql = $"""
         SELECT e.n, f.client_id
-        FROM staged_events e
-        JOIN public.promostream_ledger l ON l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
+        FROM staged_events e {HeldJoin}
         JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
              AND f.trigger_datetime_created = l.trigger_datetime_created
-        WHERE e.n NOT IN (SELECT n FROM staged_claimed) AND {ReplayCondition}
+        WHERE e.n = ANY($1)
         """;
 
-    // A copy with a later end keeps the campaign in the ledger until then, so pruning never lets it be notified twice.
+    // Only when some staged client had a row already: exactly which rows this transaction inserted.
+    private const string InsertedRowsSql = """
+        SELECT c.n, f.client_id FROM staged_claimed c JOIN staged_events e ON e.n = c.n
+        JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
+        WHERE f.xmin = pg_current_xact_id()::xid
+        """;
+
+    // Only for held campaigns seen again with a later end (rare): pruning must wait for the latest end.
     private const string ExtendEndSql = """
-        UPDATE public.promostream_ledger l SET adv_campaign_datetime_end = e.adv_campaign_datetime_end
-        FROM (SELECT restaurant_id, adv_campaign_id, max(adv_campaign_datetime_end) AS adv_campaign_datetime_end
-              FROM staged_events GROUP BY restaurant_id, adv_campaign_id) e
-        WHERE l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id
-          AND l.adv_campaign_datetime_end < e.adv_campaign_datetime_end
+        UPDATE public.promostream_ledger l SET adv_campaign_datetime_end = greatest(l.adv_campaign_datetime_end, e.adv_campaign_datetime_end)
+        FROM staged_events e
+        WHERE e.n = ANY($1) AND l.restaurant_id = e.restaurant_key AND l.adv_campaign_id = e.campaign_key
         """;
 
     private NpgsqlBatchCommand WithGroup(string sql)
@@ -242,41 +321,6 @@ internal sealed class CampaignLedger : IDisposable
         command.Parameters.Add(new NpgsqlParameter { Value = _consumerGroup });
         return command;
     }
-
-    // The first active sighting of each campaign not yet held claims it; its rows go in with it. ON CONFLICT DO NOTHING
-    // on the ledger settles a race with another instance (the loser waits for the winner's commit, then sees a
-    // duplicate); on the feedback table it keeps a feedback value already written by the notification service.
-    private const string ClaimSql = $$"""
-        WITH candidates AS (
-            SELECT DISTINCT ON (restaurant_id, adv_campaign_id) *
-            FROM staged_events e
-            WHERE e.active AND NOT EXISTS (SELECT 1 FROM public.promostream_ledger l
-                                           WHERE l.restaurant_id = e.restaurant_id AND l.adv_campaign_id = e.adv_campaign_id)
-            ORDER BY restaurant_id, adv_campaign_id, n),
-        claimed AS (
-            INSERT INTO public.promostream_ledger (restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created,
-                                                   consumer_group, input_topic, input_partition, input_offset)
-            SELECT restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, consumer_group, input_topic, input_partition, input_offset
-            FROM candidates
-            ON CONFLICT (restaurant_id, adv_campaign_id) DO NOTHING
-            RETURNING restaurant_id, adv_campaign_id),
-        claimed_events AS (
-            SELECT c.* FROM candidates c JOIN claimed USING (restaurant_id, adv_campaign_id)),
-        inserted AS (
-            INSERT INTO public.subscribers_feedback ({{FeedbackColumns}})
-            SELECT e.restaurant_id, e.adv_campaign_id, e.adv_campaign_content, e.adv_campaign_owner, e.adv_campaign_owner_contact,
-                   e.adv_campaign_datetime_start, e.adv_campaign_datetime_end, e.datetime_created, k.client_id, e.trigger_datetime_created
-            FROM claimed_events e JOIN staged_clients k ON k.n = e.n
-            ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING
-            RETURNING restaurant_id, adv_campaign_id, client_id),
-        per_event AS (
-            SELECT e.n, e.client_count, count(i.client_id) AS inserted, array_agg(i.client_id) FILTER (WHERE i.client_id IS NOT NULL) AS clients
-            FROM claimed_events e LEFT JOIN inserted i USING (restaurant_id, adv_campaign_id)
-            GROUP BY e.n, e.client_count),
-        marked AS (
-            INSERT INTO staged_claimed SELECT n FROM claimed_events)
-        SELECT n, CASE WHEN inserted < client_count THEN coalesce(clients, ARRAY[]::text[]) END FROM per_event
-        """;
 
     private NpgsqlBatchCommand PositionsCommand(IReadOnlyCollection<InputPosition> committed)
     {
@@ -328,12 +372,16 @@ internal sealed class CampaignLedger : IDisposable
         var connection = _dataSource.OpenConnection();
         using var create = new NpgsqlCommand("""
             CREATE TEMP TABLE IF NOT EXISTS staged_events (
-                n int4, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
+                n int4, restaurant_key uuid, campaign_key uuid, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
                 adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
                 datetime_created int8, trigger_datetime_created int4, consumer_group text, input_topic text, input_partition int4,
                 input_offset int8, active bool, client_count int4) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS staged_claimed (n int4) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
+            -- The staging tables have no statistics, so the planner takes a batch for millions of rows: JIT would compile
+            -- every write (300 ms each, measured) for nothing, and the sorts would spill to disk.
+            SET jit = off;
+            SET work_mem = '64MB';
             """, connection);
         create.ExecuteNonQuery();
         return connection;
@@ -342,7 +390,7 @@ internal sealed class CampaignLedger : IDisposable
     private void StageEvents(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
     {
         using var copy = connection.BeginBinaryImport(
-            "COPY staged_events (n, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
+            "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
             "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, consumer_group, input_topic, " +
             "input_partition, input_offset, active, client_count) FROM STDIN (FORMAT BINARY)");
         var triggerInt = checked((int)trigger);
@@ -351,6 +399,8 @@ internal sealed class CampaignLedger : IDisposable
             var (c, position, active, clients) = entries[i];
             copy.StartRow();
             copy.Write(i - from, NpgsqlDbType.Integer);
+            copy.Write(c.Key.RestaurantId, NpgsqlDbType.Uuid);
+            copy.Write(c.Key.CampaignId, NpgsqlDbType.Uuid);
             copy.Write(c.RestaurantId, NpgsqlDbType.Text);
             copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
             copy.Write(c.Content, NpgsqlDbType.Text);

@@ -35,7 +35,6 @@ internal sealed class Processor : IDisposable
     // The batch being read: a revocation removes its partitions' messages at once, so that messages read again
     // after a reassignment in the same poll stay in.
     private Batch? _collecting;
-    private Pending? _pending;
     private bool _closing;
     // Set when a commit may or may not have gone through: the replay must start where the group says, not guess.
     private bool _commitOutcomeUnknown;
@@ -104,7 +103,7 @@ internal sealed class Processor : IDisposable
                 Step(batch);
                 _idle.Activity();
             }
-            else FinishPending(); // no next batch to overlap with: finish this one now
+            else FinishAll(); // no next batch to overlap with: finish these now
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 var line = _stats.Line();
@@ -113,7 +112,7 @@ internal sealed class Processor : IDisposable
             }
             if (_idle.ShouldStop()) { Log.Info($"input drained and no input for {_idle.Seconds}s; stopping"); break; }
         }
-        FinishPending();
+        FinishAll();
         RecordPositionsNow();
         Log.Info(_stats.Line());
         _closing = true;
@@ -144,14 +143,19 @@ internal sealed class Processor : IDisposable
     {
         if (_limitsLookup is not { } lookup) return;
         _limitsLookup = null;
-        var limits = lookup.GetAwaiter().GetResult();
+        ApplyTopicLimits(lookup.GetAwaiter().GetResult());
+    }
+
+    /// <summary>Only while no Kafka transaction runs: it may rebuild the producer.</summary>
+    private void ApplyTopicLimits(TopicLimits limits)
+    {
         if (limits.Dlq < _settings.Kafka.MaxMessageBytes)
             Log.WarnEvery(TimeSpan.FromMinutes(10), "dlq-limit",
                 $"DLQ topic {_settings.Kafka.DlqTopic} accepts records up to {limits.Dlq} bytes, input up to {_settings.Kafka.MaxMessageBytes} is read: " +
                 "larger dead letters are stored cut (headers dlq.original.size, dlq.cut.size); raise its max.message.bytes to keep them whole");
         var rebuild = limits.BatchSize != _limits.BatchSize;
         _limits = limits;
-        if (rebuild) RecreateProducer(); // between transactions: none is open while a batch is evaluated
+        if (rebuild) RecreateProducer();
     }
 
     private Batch ConsumeBatch()
@@ -181,7 +185,7 @@ internal sealed class Processor : IDisposable
             var next = ConsumeOne(TimeSpan.Zero);
             if (next is null)
             {
-                if (_pending?.Decisions is not { IsCompleted: false }) break;
+                if (_inFlight.Count == 0 || _inFlight.Last().Decisions.IsCompleted) break;
                 next = ConsumeOne(left < PendingPollInterval ? left : PendingPollInterval);
                 if (next is null) continue;
             }
@@ -210,28 +214,61 @@ internal sealed class Processor : IDisposable
     }
 
     /// <summary>
-    /// One step with two batches in it: the new batch is evaluated and its ledger write queued behind the pending
-    /// one's (one writer connection, input order), then the pending batch's Kafka transaction runs while the new
-    /// batch's rows are written.
+    /// One step of the pipeline: the new batch is evaluated, its ledger write is queued behind the previous batch's
+    /// (one writer connection, input order), and its Kafka transaction is queued behind the previous batch's, to run
+    /// as soon as both its own rows are written and the previous transaction has committed. So the database, the Kafka
+    /// commits and the loop all work at once, commits stay in input order, and no transaction waits for the loop.
     /// </summary>
     private void Step(Batch batch)
     {
         var plan = Evaluate(batch);
         if (plan is null) return; // Evaluate has put the consumer back
-        var decisions = RecordAfter(_pending?.Decisions, plan);
-        if (_pending is { } pending)
-        {
-            _pending = null;
-            if (!Deliver(pending))
-            {
-                // The new batch's rows may be written by now; its replay finds them in the ledger and sends them.
-                WaitQuietly(decisions);
-                RewindToCommitted(pending.Batch, batch);
-                return;
-            }
-        }
-        _pending = new Pending(batch, plan, decisions);
+        var previous = _inFlight.Count > 0 ? _inFlight.Last() : null;
+        var pending = new Pending(batch, plan, RecordAfter(previous?.Decisions, plan));
+        // After a transaction that did not commit, the ones behind it must not commit either: they are read again.
+        var delivered = (previous?.Delivered ?? Task.FromResult(true))
+            .ContinueWith(before => before.GetAwaiter().GetResult() && Deliver(pending), TaskScheduler.Default);
+        _inFlight.Enqueue(new InFlight(pending, delivered));
+        Settle(MaxInFlight);
     }
+
+    // Batches whose ledger write or Kafka transaction has not finished: one delivering, one being written, and the
+    // loop reading the next. More would only hold more memory.
+    private const int MaxInFlight = 2;
+
+    private sealed record InFlight(Pending Batch, Task<bool> Delivered)
+    {
+        public Task<Decision[]?> Decisions => Batch.Decisions;
+    }
+
+    private readonly Queue<InFlight> _inFlight = new();
+
+    /// <summary>
+    /// Collects the batches whose transactions have finished, waiting while more than <paramref name="keep"/> are in
+    /// flight. False when a transaction did not commit: then every batch in flight (and <paramref name="alsoRewind"/>,
+    /// read after them) is given up and read again from the last committed position. A fatal error is rethrown here,
+    /// on the loop thread.
+    /// </summary>
+    private bool Settle(int keep, Batch? alsoRewind = null)
+    {
+        while (_inFlight.TryPeek(out var head) && (_inFlight.Count > keep || head.Delivered.IsCompleted))
+        {
+            if (head.Delivered.GetAwaiter().GetResult())
+            {
+                _inFlight.Dequeue();
+                continue;
+            }
+            var given = _inFlight.ToList();
+            _inFlight.Clear();
+            foreach (var f in given) WaitQuietly(f.Delivered);
+            RewindToCommitted([.. given.Select(f => f.Batch.Batch), alsoRewind]);
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Delivers everything in flight, before an idle moment, a rebalance or the exit.</summary>
+    private bool FinishAll(Batch? alsoRewind = null) => Settle(0, alsoRewind);
 
     /// <summary>Ledger writes run one at a time on one connection, each as soon as the one before it ends.</summary>
     private Task<Decision[]?> RecordAfter(Task<Decision[]?>? previous, Plan plan)
@@ -241,13 +278,6 @@ internal sealed class Processor : IDisposable
     }
 
     private static void WaitQuietly(Task? task) => task?.ContinueWith(_ => { }, TaskScheduler.Default).Wait();
-
-    private void FinishPending()
-    {
-        if (_pending is not { } pending) return;
-        _pending = null;
-        if (!Deliver(pending)) RewindToCommitted(pending.Batch);
-    }
 
     /// <summary>
     /// Parses, judges activity, looks up subscribers (held while PostgreSQL is unreachable) and sets aside what goes
@@ -271,12 +301,8 @@ internal sealed class Processor : IDisposable
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
                     $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, " +
                     $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
-                // No reason to keep the batch before this one waiting as well; if it fails, both are read again.
-                if (_pending is { } pending)
-                {
-                    _pending = null;
-                    if (!Deliver(pending)) { RewindToCommitted(pending.Batch, batch); return null; }
-                }
+                // No reason to keep the batches before this one waiting as well; if they fail, all are read again.
+                if (!FinishAll(alsoRewind: batch)) return null;
                 if (!backoff.Wait(_stop)) { Rewind(batch); return null; }
             }
             catch (Exception e) when (e is Npgsql.PostgresException)
@@ -328,8 +354,7 @@ internal sealed class Processor : IDisposable
         {
             Log.Warn($"Kafka refused a record as too large ({e.Error.Reason}); re-reading the topics' limits and replaying the batch");
             Abort(e);
-            LookUpTopicLimits();
-            AwaitTopicLimits();
+            ApplyTopicLimits(Kafka.ReadTopicLimits(_settings.Kafka));
             return false;
         }
         catch (CommitOutcomeUnknownException e)
@@ -460,10 +485,10 @@ internal sealed class Processor : IDisposable
     /// committed offset where the broker keeps one (a commit whose outcome was unknown may have gone through), else
     /// the first offset of the earliest batch.
     /// </summary>
-    private void RewindToCommitted(params Batch[] batches)
+    private void RewindToCommitted(params Batch?[] batches)
     {
         var first = new Dictionary<TopicPartition, long>();
-        foreach (var batch in batches)
+        foreach (var batch in batches.OfType<Batch>())
             foreach (var (tp, offset) in batch.FirstOffsets)
                 first[tp] = first.TryGetValue(tp, out var o) ? Math.Min(o, offset) : offset;
         if (first.Count == 0) return;
@@ -572,9 +597,9 @@ internal sealed class Processor : IDisposable
 
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
-        // Deliver the pending batch before its partitions go to another owner; if it cannot, the next owner replays
-        // it and the ledger recognises it. Its position goes to PostgreSQL now, for brokers that keep none.
-        FinishPending();
+        // Deliver what is in flight before its partitions go to another owner; if it cannot, the next owner replays
+        // it and the ledger recognises it. The positions go to PostgreSQL now, for brokers that keep none.
+        FinishAll();
         RecordPositionsNow();
         var partitions = revoked.ToHashSet();
         _idle.Assigned(false);
@@ -595,7 +620,8 @@ internal sealed class Processor : IDisposable
 
     public void Dispose()
     {
-        WaitQuietly(_pending?.Decisions); // after an exception: the ledger is disposed next, and a write may still run
+        // After an exception: the ledger and the producer are disposed next, and a write or a commit may still run.
+        foreach (var f in _inFlight) WaitQuietly(f.Delivered);
         _ledger.Dispose();
         _idle.Dispose();
         _consumer.Dispose();

@@ -27,7 +27,7 @@ internal sealed class ProcessorStats
         foreach (var t in c.OutputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;
     }
 
-    public void Aborted() => Aborts++;
+    public void Aborted() => Interlocked.Increment(ref Aborts);
 
     public long LatencyPercentileMs(double p)
     {

@@ -71,7 +71,7 @@ internal sealed class CommandLine
           --partitions N       with --config: pre-create the config's topics with N partitions (default: kafka.topic_partitions)
 
         --produce:
-          --count N            events to publish (default 1000; 0 publishes none)
+          --count N            events to publish (default 1000; 0 publishes none); with --file, at most N lines
           --rate N             events per second (default 0: as fast as possible)
           --duplicates F       fraction that repeat an earlier event (default 0.1)
           --malformed F        fraction that are not valid events (default 0.02)
@@ -80,8 +80,11 @@ internal sealed class CommandLine
           --restaurants N      restaurants with subscribers (default 100)
           --seed N             random seed; the same seed gives the same restaurants and events (default 1)
           --seed-subscribers N first insert N rows into subscribers_restaurants over --restaurants restaurants
-          --file FILE          publish the lines of a JSONL file verbatim instead of generated events
-          --expect-file FILE   write the (restaurant_id,adv_campaign_id) pairs that must produce output
+          --file FILE          publish each line of FILE as one message, byte for byte (no decoding; \r, a byte
+                               order mark and invalid UTF-8 are kept; an empty line is an empty message; the \n
+                               ending a line is not sent) instead of generated events
+          --expect-file FILE   write restaurant_id,adv_campaign_id of each distinct campaign that was active when
+                               sent (its first copy); it gives output if its restaurant has subscribers
 
         --demo:
           --events N           events to generate (default 3000)

@@ -72,17 +72,28 @@ internal static class Kafka
         FetchWaitMaxMs = 50,
     };
 
-    /// <summary>Fails after the bounded wait with where it looked; librdkafka would otherwise retry silently forever.</summary>
+    /// <summary>
+    /// Waits for the brokers, saying every few seconds what it waits for, and fails after the bounded wait naming where
+    /// it looked; librdkafka would otherwise retry silently forever.
+    /// </summary>
     public static Metadata WaitUntilReachable(KafkaSettings k, TimeSpan wait)
     {
         using var admin = new AdminClientBuilder(Client(k)).SetLogHandler((_, _) => { }).Build();
-        try
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
         {
-            return admin.GetMetadata(wait);
-        }
-        catch (KafkaException e)
-        {
-            throw new ServiceUnreachableException($"cannot reach Kafka at {k.BootstrapServers} within {wait.TotalSeconds:0}s: {e.Error.Reason}");
+            var attempt = TimeSpan.FromSeconds(Math.Min(2, Math.Max(0.5, (wait - clock.Elapsed).TotalSeconds)));
+            try
+            {
+                return admin.GetMetadata(attempt);
+            }
+            catch (KafkaException e)
+            {
+                if (clock.Elapsed >= wait)
+                    throw new ServiceUnreachableException($"cannot reach Kafka at {k.BootstrapServers} within {wait.TotalSeconds:0}s " +
+                                                          $"(kafka.connect_timeout_seconds): {e.Error.Reason}");
+                Log.Info($"waiting for Kafka at {k.BootstrapServers} ({clock.Elapsed.TotalSeconds:0}s of {wait.TotalSeconds:0}s)…");
+            }
         }
     }
 

@@ -46,7 +46,8 @@ internal sealed class PostgresDatabase : IDisposable
             catch (Exception e) when (e is NpgsqlException or TimeoutException)
             {
                 if (DateTime.UtcNow >= deadline || stop.IsCancellationRequested)
-                    throw new ServiceUnreachableException($"cannot reach PostgreSQL at {where} within {wait.TotalSeconds:0}s: {Describe(e)}");
+                    throw new ServiceUnreachableException($"cannot reach PostgreSQL at {where} within {wait.TotalSeconds:0}s (postgres.connect_timeout_seconds): {Describe(e)}");
+                Log.WarnEvery(TimeSpan.FromSeconds(3), "postgres-wait", $"waiting for PostgreSQL at {where} ({Describe(e)})…");
                 Thread.Sleep(500);
             }
         }

@@ -86,7 +86,7 @@ public class PipelineTests
         Publish(settings, (Restaurant, Text.Utf8(SampleEvent)));
         Processor.Run(settings, stopWhenIdleSeconds: 2, Deadline());
 
-        // A new processor instance: its dedup window comes back from the changelog, not from memory.
+        // A new processor instance: the ledger in PostgreSQL, not its memory, knows the campaign.
         Publish(settings, (Restaurant, Text.Utf8(SampleEvent)));
         var second = Processor.Run(settings, stopWhenIdleSeconds: 2, Deadline());
 

@@ -151,6 +151,7 @@ public class ReliabilityTests(ITestOutputHelper output)
             Figure.Report(output, $"kafka unreachable at start: exit={exit} after {clock.Elapsed.TotalSeconds:0.0}s");
             Assert.Equal(1, exit);
             Assert.Contains($"cannot reach Kafka at 127.0.0.1:{port}", processor.Output);
+            Assert.Contains($"waiting for Kafka at 127.0.0.1:{port}", processor.Output);
             Assert.DoesNotContain("Kafka-S3cret-Pw", processor.Output);
         }
         finally { dir.Delete(true); }
