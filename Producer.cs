@@ -9,7 +9,8 @@ namespace PromoStream;
 
 internal sealed record SimulatorOptions(
     int Count, int Rate, double Duplicates, double Malformed, double Expired, double NoSubscribers,
-    int Seed, int Restaurants, int SeedSubscribers, string? File, string? ExpectFile, int? FileCount = null)
+    int Seed, int Restaurants, int SeedSubscribers, string? File, string? ExpectFile, int? FileCount = null,
+    IReadOnlyList<string>? SubscribedRestaurants = null)
 {
     public static SimulatorOptions From(CommandLine cli) => new(
         Count: cli.Int("--count", 1000),
@@ -78,7 +79,9 @@ internal sealed class EventGenerator(SimulatorOptions options, long now)
         var index = withoutSubscribers
             ? options.Restaurants + _random.Next(Math.Max(1, options.Restaurants / 10))
             : _random.Next(options.Restaurants);
-        var restaurant = RestaurantId(options.Seed, index);
+        var restaurant = !withoutSubscribers && options.SubscribedRestaurants is { Count: > 0 } known
+            ? known[index % known.Count]
+            : RestaurantId(options.Seed, index);
         var start = expired ? now - 86_400 - _random.Next(86_400) : now - 60 - _random.Next(3600);
         var end = expired ? start + 3600 : now + 7 * 86_400 + _random.Next(86_400);
         var owner = Owners[_random.Next(Owners.Length)];
@@ -157,6 +160,7 @@ internal static class Simulator
             Log.Info($"seeded {rows} subscription rows over {options.Restaurants} restaurants");
         }
         if (options.File is null && options.Count == 0) return 0;
+        if (options.File is null) options = options with { SubscribedRestaurants = SubscribedRestaurants(settings, options) };
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
         var events = options.File is { } file ? EventsFromFile(file) : Generate(options, DateTimeOffset.UtcNow.ToUnixTimeSeconds());
@@ -166,6 +170,41 @@ internal static class Simulator
         if (options.ExpectFile is { } expect) WriteExpectations(expect, report);
         Console.WriteLine(report.Line());
         return stop.IsCancellationRequested ? 1 : 0;
+    }
+
+    /// <summary>
+    /// One source for restaurants: the events use the restaurants that have subscribers in PostgreSQL, when it answers
+    /// and has any, so that the simulator and the seeded table cannot disagree; otherwise the seed's own ids. Either
+    /// way it says which.
+    /// </summary>
+    private static IReadOnlyList<string>? SubscribedRestaurants(Settings settings, SimulatorOptions options)
+    {
+        var where = settings.Postgres.Describe();
+        try
+        {
+            var builder = new NpgsqlConnectionStringBuilder(settings.Postgres.ConnectionString) { Timeout = 3 };
+            using var dataSource = PostgresDatabase.CreateDataSource(builder.ConnectionString);
+            using var command = dataSource.CreateCommand(
+                "SELECT restaurant_id FROM public.subscribers_restaurants GROUP BY restaurant_id ORDER BY restaurant_id LIMIT $1");
+            command.Parameters.Add(new NpgsqlParameter { Value = Math.Max(options.Restaurants, 1) });
+            using var reader = command.ExecuteReader();
+            var ids = new List<string>();
+            while (reader.Read()) ids.Add(reader.GetString(0));
+            if (ids.Count > 0)
+            {
+                Log.Info($"events use the {ids.Count} restaurants with subscribers in PostgreSQL at {where} (at most --restaurants {options.Restaurants}), " +
+                         $"and {options.NoSubscribers:P0} go to restaurants without any");
+                return ids;
+            }
+            Log.Warn($"PostgreSQL at {where} has no subscribers yet: events use the seed's {options.Restaurants} restaurant ids (seed {options.Seed}, " +
+                     $"first {EventGenerator.RestaurantId(options.Seed, 0)}), which have no subscribers; seed some with --seed-subscribers N");
+        }
+        catch (Exception e) when (e is NpgsqlException or TimeoutException or InvalidOperationException)
+        {
+            Log.Info($"PostgreSQL at {where} does not answer ({PostgresDatabase.Describe(e)}): events use the seed's {options.Restaurants} restaurant ids " +
+                     $"(seed {options.Seed}, first {EventGenerator.RestaurantId(options.Seed, 0)}); only those seeded with the same --seed and --restaurants have subscribers");
+        }
+        return null;
     }
 
     public static IEnumerable<SimulatedEvent> Generate(SimulatorOptions options, long now)

@@ -32,6 +32,7 @@ try
         Mode.Produce => Simulator.Run(Settings.Load(cli.ConfigPath), SimulatorOptions.From(cli), stop),
         Mode.Broker => RunBroker(),
         Mode.Demo => Demo.Run(cli, stop),
+        Mode.Dev => Dev.Run(cli, stop),
         Mode.Bench => Bench.Run(cli, stop),
         _ => 2,
     };
@@ -101,16 +102,12 @@ int InitDatabase()
 int RunBroker()
 {
     var requested = cli.Int("--partitions", 0, 1, 10_000);
-    if (requested > 0 && !cli.Has("--config")) throw new UsageException("--partitions applies to the topics of --config FILE; give both");
     using var kafka = EmbeddedKafka.Start();
-    if (cli.Has("--config"))
-    {
-        var k = Settings.Load(cli.ConfigPath).Kafka;
-        var partitions = requested > 0 ? requested : k.TopicPartitions;
-        // The embedded broker cannot create topics on request; make the configured ones with the wanted counts now.
-        foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);
-        Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic} with {partitions} partitions");
-    }
+    // The embedded broker cannot create topics on request: make the config's (or the default) ones now.
+    var k = cli.Has("--config") ? Settings.Load(cli.ConfigPath).Kafka : Settings.FromValues(Dev.DefaultKeys(kafka.BootstrapServers, "Host=unused")).Kafka;
+    var partitions = requested > 0 ? requested : k.TopicPartitions;
+    foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);
+    Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic} with {partitions} partitions");
     if (cli.String("--broker-file") is { } file) File.WriteAllText(file, kafka.BootstrapServers + "\n");
     Console.WriteLine($"bootstrap: {kafka.BootstrapServers}");
     Log.Info("embedded Kafka running; Ctrl+C to stop (its data dies with this process)");

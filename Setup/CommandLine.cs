@@ -4,7 +4,7 @@ namespace PromoStream;
 
 internal sealed class UsageException(string message) : Exception(message);
 
-internal enum Mode { Help, Process, Produce, Demo, Broker, InitDb, Bench }
+internal enum Mode { Help, Process, Produce, Demo, Dev, Broker, InitDb, Bench }
 
 /// <summary>The parsed command line: one mode and its options, each checked against the flags that mode takes.</summary>
 internal sealed class CommandLine
@@ -12,7 +12,7 @@ internal sealed class CommandLine
     private static readonly Dictionary<string, Mode> Modes = new()
     {
         ["--help"] = Mode.Help, ["-h"] = Mode.Help, ["--process"] = Mode.Process, ["--produce"] = Mode.Produce,
-        ["--demo"] = Mode.Demo, ["--broker"] = Mode.Broker, ["--init-db"] = Mode.InitDb, ["--bench"] = Mode.Bench,
+        ["--demo"] = Mode.Demo, ["--dev"] = Mode.Dev, ["--broker"] = Mode.Broker, ["--init-db"] = Mode.InitDb, ["--bench"] = Mode.Bench,
     };
 
     /// <summary>Flags that take a value, and the modes they belong to.</summary>
@@ -28,7 +28,7 @@ internal sealed class CommandLine
         ["--malformed"] = [Mode.Produce],
         ["--expired"] = [Mode.Produce],
         ["--no-subscribers"] = [Mode.Produce],
-        ["--seed"] = [Mode.Produce, Mode.Demo, Mode.Bench],
+        ["--seed"] = [Mode.Produce, Mode.Demo, Mode.Dev, Mode.Bench],
         ["--restaurants"] = [Mode.Produce, Mode.Bench],
         ["--seed-subscribers"] = [Mode.Produce],
         ["--file"] = [Mode.Produce],
@@ -55,7 +55,10 @@ internal sealed class CommandLine
           --process            run the stream processor until Ctrl+C / SIGTERM
           --produce            run the simulator: publish campaign events (and optionally seed subscribers)
           --demo               the whole pipeline on the embedded stack (no Kafka or PostgreSQL needed); exits 0
+          --dev                a playground for several terminals: embedded Kafka and PostgreSQL with topics, schema and
+                               sample subscribers, until Ctrl+C; prints the export lines for --process and --produce
           --broker             only the embedded Kafka, in this process, until stopped; prints its bootstrap address
+                               (creates the topics of --config FILE, or the default ones without it)
           --init-db            apply schema.sql (idempotent) and exit
           --bench              the benchmark on the embedded stack (use -c Release)
           --help               this text
@@ -89,6 +92,9 @@ internal sealed class CommandLine
         --demo:
           --events N           events to generate (default 3000)
           --seed N             random seed (default 1)
+
+        --dev:
+          --seed N             seed of the sample subscribers; use the same with --produce (default 1)
 
         --bench:
           --events N           input events (default 200000)
@@ -148,7 +154,8 @@ internal sealed class CommandLine
             throw new UsageException($"{flag} does not apply to --{mode.ToString().ToLowerInvariant().Replace("initdb", "init-db")}");
     }
 
-    public string ConfigPath => _values.GetValueOrDefault("--config", "credentials.yaml");
+    /// <summary>--config FILE, or null: then credentials.yaml in the working directory, or the environment alone.</summary>
+    public string? ConfigPath => _values.GetValueOrDefault("--config");
     public bool Has(string flag) => _values.ContainsKey(flag) || _switches.Contains(flag);
     public string? String(string flag) => _values.GetValueOrDefault(flag);
 

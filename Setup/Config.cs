@@ -74,12 +74,23 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["processing.dedup_window_seconds"] = "duplicates are now dropped for a campaign's whole life (the ledger table in PostgreSQL)",
     };
 
-    public static Settings Load(string path, IDictionary<string, string?>? environment = null)
+    public const string DefaultPath = "credentials.yaml";
+
+    /// <summary>
+    /// The file named by --config; without one, credentials.yaml in the working directory, or, where there is none,
+    /// the PROMOSTREAM__SECTION__KEY environment variables alone (as `--dev` prints them).
+    /// </summary>
+    public static Settings Load(string? path, IDictionary<string, string?>? environment = null)
     {
-        if (!File.Exists(path))
-            throw new ConfigException($"config file not found: {path} (copy credentials.yaml.example to credentials.yaml, or pass --config FILE)");
-        var values = ReadYaml(File.ReadAllText(path), path);
-        ApplyEnvironment(values, environment ?? ReadProcessEnvironment());
+        environment ??= ReadProcessEnvironment();
+        var file = path ?? DefaultPath;
+        Dictionary<string, string> values;
+        if (File.Exists(file)) values = ReadYaml(File.ReadAllText(file), file);
+        else if (path is null && environment.Keys.Any(k => k.StartsWith(EnvPrefix, StringComparison.OrdinalIgnoreCase))) values = [];
+        else
+            throw new ConfigException($"config file not found: {file} (copy credentials.yaml.example to credentials.yaml, pass --config FILE, " +
+                                      $"or set {EnvPrefix}SECTION__KEY variables, as `dotnet run -- --dev` prints them)");
+        ApplyEnvironment(values, environment);
         return FromValues(values);
     }
 

@@ -56,7 +56,7 @@ internal static class Demo
     }
 
     /// <summary>The contract's ten sample subscription rows, duplicate pair included.</summary>
-    private static void InsertContractSample(NpgsqlDataSource dataSource)
+    internal static void InsertContractSample(NpgsqlDataSource dataSource)
     {
         string[] clients = ["223e", "323e", "423e", "523e", "623e", "723e", "823e", "923e", "923e", "023e"];
         using var batch = dataSource.CreateBatch();

@@ -209,7 +209,7 @@ public sealed class ConfigErrorProcessTests(ITestOutputHelper output) : IDisposa
         {
             var (exit, text) = Run([flag]);
             Assert.Equal(0, exit);
-            string[] modes = ["--process", "--produce", "--demo", "--broker", "--init-db", "--bench", "--help"];
+            string[] modes = ["--process", "--produce", "--demo", "--dev", "--broker", "--init-db", "--bench", "--help"];
             string[] flags = ["--config", "--stop-when-idle", "--broker-file", "--partitions", "--count", "--rate", "--duplicates",
                 "--malformed", "--expired", "--no-subscribers", "--restaurants", "--seed", "--seed-subscribers", "--file", "--expect-file",
                 "--events", "--subscriptions", "--latency-seconds", "--scale", "--no-eos-compare"];
