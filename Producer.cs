@@ -144,7 +144,8 @@ internal sealed class SimulationReport
     public long Published, Valid, Duplicates, Malformed, Expired;
     public readonly HashSet<(string Restaurant, string Campaign)> ExpectedCampaigns = [];
 
-    public string Line() => $"produced events={Published} valid={Valid} duplicates={Duplicates} malformed={Malformed} expired={Expired}";
+    // "new_campaigns": first copies of active campaigns; the processor's "invalid" is a different thing (failed validation).
+    public string Line() => $"produced events={Published} new_campaigns={Valid} duplicates={Duplicates} malformed={Malformed} expired={Expired}";
 }
 
 /// <summary>The simulator: seeds subscribers and publishes events, generated or replayed from a file.</summary>

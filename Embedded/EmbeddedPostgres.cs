@@ -175,7 +175,7 @@ internal sealed class EmbeddedPostgres : IDisposable
             return new ServerBinaries(Path.Combine(packaged.Bin, "initdb"), Path.Combine(packaged.Bin, "pg_ctl"), packaged.Version);
         if (OnPath("initdb") is { } initdb && OnPath("pg_ctl") is { } pgCtl)
             return new ServerBinaries(initdb, pgCtl, "(from PATH)");
-        throw new InvalidOperationException(
+        throw new ServiceUnreachableException(
             $"PostgreSQL server binaries were not found (no initdb and pg_ctl under {debianRoot}/*/bin or on PATH). Install them with:\n  {InstallHint}");
     }
 

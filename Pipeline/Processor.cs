@@ -91,7 +91,8 @@ internal sealed class Processor : IDisposable
         if (_transactional) InitTransactions();
         _consumer.Subscribe(_settings.Kafka.InputTopic);
         var k = _settings.Kafka;
-        Log.Info($"processing {k.InputTopic} -> {k.OutputTopic} (group {k.GroupId}{(k.GroupInstanceId is { } g ? $", static member {g}" : "")}, " +
+        Log.Info($"processing {k.InputTopic} -> {k.OutputTopic} and PostgreSQL at {_settings.Postgres.Describe()}; Kafka at {k.BootstrapServers} " +
+                 $"(group {k.GroupId}{(k.GroupInstanceId is { } g ? $", static member {g}" : "")}, " +
                  $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})");
         var lastStats = Stopwatch.StartNew();
         var statsShown = "";

@@ -121,9 +121,9 @@ internal sealed class CommandLine
         var modeFlags = args.Where(Modes.ContainsKey).Distinct().ToList();
         if (modeFlags.Count == 0)
         {
-            var unknown = args.FirstOrDefault(a => a.StartsWith('-') && !ValueFlags.ContainsKey(a) && !SwitchFlags.ContainsKey(a));
-            throw new UsageException(unknown is not null ? $"unknown option '{unknown}'"
-                : "no mode given (one of --process, --produce, --demo, --broker, --init-db, --bench, --help)");
+            var unknown = args.FirstOrDefault(a => !ValueFlags.ContainsKey(a) && !SwitchFlags.ContainsKey(a));
+            throw new UsageException(unknown is not null ? Unknown(unknown)
+                : "no mode given (one of --process, --produce, --demo, --dev, --broker, --init-db, --bench, --help)");
         }
         if (modeFlags.Count > 1) throw new UsageException($"choose one mode, not {string.Join(" and ", modeFlags)}");
         var cli = new CommandLine { Mode = Modes[modeFlags[0]] };
@@ -143,9 +143,37 @@ internal sealed class CommandLine
                 CheckMode(flag, modes, cli.Mode);
                 cli._switches.Add(flag);
             }
-            else throw new UsageException($"unknown option '{flag}'");
+            else throw new UsageException(Unknown(flag));
         }
         return cli;
+    }
+
+    /// <summary>Names the unknown word, and the flag it most likely meant ("process" → --process).</summary>
+    private static string Unknown(string word)
+    {
+        var what = word.StartsWith('-') ? "unknown option" : "unexpected argument";
+        var bare = word.TrimStart('-').ToLowerInvariant();
+        var closest = Modes.Keys.Concat(ValueFlags.Keys).Concat(SwitchFlags.Keys)
+            .Select(f => (Flag: f, Distance: EditDistance(bare, f.TrimStart('-'))))
+            .MinBy(c => c.Distance);
+        return closest.Distance <= Math.Max(1, bare.Length / 4) ? $"{what} '{word}'; did you mean {closest.Flag}?" : $"{what} '{word}'";
+    }
+
+    private static int EditDistance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (var i = 1; i <= a.Length; i++)
+        {
+            var diagonal = row[0];
+            row[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 
     private static void CheckMode(string flag, Mode[] modes, Mode mode)

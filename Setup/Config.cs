@@ -90,8 +90,9 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         else
             throw new ConfigException($"config file not found: {file} (copy credentials.yaml.example to credentials.yaml, pass --config FILE, " +
                                       $"or set {EnvPrefix}SECTION__KEY variables, as `dotnet run -- --dev` prints them)");
-        ApplyEnvironment(values, environment);
-        return FromValues(values);
+        var origins = values.Keys.ToDictionary(k => k, _ => file);
+        ApplyEnvironment(values, environment, origins);
+        return FromValues(values, origins);
     }
 
     /// <summary>Reads `section: {key: scalar}` into "section.key" entries, rejecting anything else by name.</summary>
@@ -152,7 +153,9 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     }
 
     /// <summary>PROMOSTREAM__SECTION__KEY overrides section.key, so that secrets need not sit in the file.</summary>
-    public static void ApplyEnvironment(Dictionary<string, string> values, IDictionary<string, string?> environment)
+    /// <param name="origins">Where each value came from, for error messages: the file, or the variable's name.</param>
+    public static void ApplyEnvironment(Dictionary<string, string> values, IDictionary<string, string?> environment,
+        Dictionary<string, string>? origins = null)
     {
         foreach (var (name, value) in environment)
         {
@@ -163,12 +166,13 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             if (!Keys.ContainsKey(key))
                 throw new ConfigException($"environment variable {name} names no config key (expected {EnvPrefix}SECTION__KEY, e.g. {EnvPrefix}KAFKA__SASL_PASSWORD)");
             values[key] = value;
+            if (origins is not null) origins[key] = $"environment variable {name}";
         }
     }
 
-    public static Settings FromValues(IReadOnlyDictionary<string, string> values)
+    public static Settings FromValues(IReadOnlyDictionary<string, string> values, IReadOnlyDictionary<string, string>? origins = null)
     {
-        var read = new KeyReader(values);
+        var read = new KeyReader(values, origins ?? new Dictionary<string, string>());
         var groupId = read.String("kafka.group_id");
         var kafka = new KafkaSettings(
             BootstrapServers: read.String("kafka.bootstrap_servers"),
@@ -210,14 +214,17 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     /// <summary>"{hostname}" in an id becomes this machine's name: one config file, a distinct stable id per host or pod.</summary>
     private static string WithHostname(string id) => id.Replace("{hostname}", Environment.MachineName, StringComparison.Ordinal);
 
-    private sealed class KeyReader(IReadOnlyDictionary<string, string> values)
+    private sealed class KeyReader(IReadOnlyDictionary<string, string> values, IReadOnlyDictionary<string, string> origins)
     {
+        /// <summary>"key 'x' (from credentials.yaml)" or "(from environment variable PROMOSTREAM__…)": where to fix it.</summary>
+        private string Named(string key) => origins.TryGetValue(key, out var origin) ? $"{Named(key)} (from {origin})" : $"key '{key}'";
+
         private string? Raw(string key) => values.TryGetValue(key, out var v) ? v : Keys[key];
 
         public string String(string key)
         {
             var value = Raw(key) ?? throw new ConfigException($"missing required key '{key}'");
-            if (value.Length == 0 && Keys[key] is null) throw new ConfigException($"key '{key}' must not be empty");
+            if (value.Length == 0 && Keys[key] is null) throw new ConfigException($"{Named(key)} must not be empty");
             return value;
         }
 
@@ -227,7 +234,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         {
             var name = String(key);
             if (name.Length > 249 || name is "." or ".." || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
-                throw new ConfigException($"key '{key}' is not a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
+                throw new ConfigException($"{Named(key)} is not a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)");
             return name;
         }
 
@@ -235,8 +242,8 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         {
             var text = String(key);
             if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n))
-                throw new ConfigException($"key '{key}' must be an integer, got '{text}'");
-            if (n < min || n > max) throw new ConfigException($"key '{key}' must be between {min} and {max}, got {n}");
+                throw new ConfigException($"{Named(key)} must be an integer, got '{text}'");
+            if (n < min || n > max) throw new ConfigException($"{Named(key)} must be between {min} and {max}, got {n}");
             return n;
         }
 
@@ -244,14 +251,14 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         {
             "true" or "yes" or "on" => true,
             "false" or "no" or "off" => false,
-            var other => throw new ConfigException($"key '{key}' must be true or false, got '{other}'"),
+            var other => throw new ConfigException($"{Named(key)} must be true or false, got '{other}'"),
         };
 
         public string OneOf(string key, params string[] allowed)
         {
             var value = String(key);
             return allowed.FirstOrDefault(a => a.Equals(value, StringComparison.OrdinalIgnoreCase))
-                ?? throw new ConfigException($"key '{key}' must be one of {string.Join(", ", allowed)}, got '{value}'");
+                ?? throw new ConfigException($"{Named(key)} must be one of {string.Join(", ", allowed)}, got '{value}'");
         }
 
         public string ConnectionString(string key)
@@ -260,12 +267,12 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             try
             {
                 var b = new Npgsql.NpgsqlConnectionStringBuilder(value);
-                if (string.IsNullOrEmpty(b.Host)) throw new ConfigException($"key '{key}' has no Host");
+                if (string.IsNullOrEmpty(b.Host)) throw new ConfigException($"{Named(key)} has no Host");
             }
             catch (ArgumentException e)
             {
                 // The builder's message names the bad keyword, never a value, so it is safe to show.
-                throw new ConfigException($"key '{key}' is not a valid PostgreSQL connection string: {FirstLine(e.Message)}");
+                throw new ConfigException($"{Named(key)} is not a valid PostgreSQL connection string: {FirstLine(e.Message)}");
             }
             return value;
         }

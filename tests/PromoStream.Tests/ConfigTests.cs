@@ -91,6 +91,37 @@ public class ConfigTests
     }
 
     [Fact]
+    public void AWrongValueSaysWhetherItCameFromTheFileOrWhichEnvironmentVariable()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"config-{Guid.NewGuid():N}.yaml");
+        try
+        {
+            File.WriteAllText(file, Valid + "\nprocessing:\n  batch_max_ms: soon");
+            var fromFile = Assert.Throws<ConfigException>(() => Settings.Load(file, new Dictionary<string, string?>()));
+            Assert.Contains($"processing.batch_max_ms' (from {file})", fromFile.Message);
+            File.WriteAllText(file, Valid);
+            var fromEnv = Assert.Throws<ConfigException>(() => Settings.Load(file, new Dictionary<string, string?> { ["PROMOSTREAM__PROCESSING__BATCH_MAX_MS"] = "soon" }));
+            Assert.Contains("(from environment variable PROMOSTREAM__PROCESSING__BATCH_MAX_MS)", fromEnv.Message);
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public void WithoutAConfigFileTheEnvironmentAloneIsEnoughAndAMissingFileNamedExplicitlyIsAnError()
+    {
+        var env = new Dictionary<string, string?>
+        {
+            ["PROMOSTREAM__KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:9092", ["PROMOSTREAM__KAFKA__INPUT_TOPIC"] = "in",
+            ["PROMOSTREAM__KAFKA__OUTPUT_TOPIC"] = "out", ["PROMOSTREAM__KAFKA__DLQ_TOPIC"] = "dlq", ["PROMOSTREAM__KAFKA__GROUP_ID"] = "g",
+            ["PROMOSTREAM__KAFKA__TRANSACTIONAL_ID"] = "t", ["PROMOSTREAM__POSTGRES__CONNECTION_STRING"] = "Host=127.0.0.1;Database=x",
+        };
+        Assert.False(File.Exists(Settings.DefaultPath)); // the test runs where there is no credentials.yaml
+        Assert.Equal("in", Settings.Load(null, env).Kafka.InputTopic);
+        Assert.Contains("--dev", Assert.Throws<ConfigException>(() => Settings.Load(null, new Dictionary<string, string?>())).Message);
+        Assert.Throws<ConfigException>(() => Settings.Load("no-such.yaml", env));
+    }
+
+    [Fact]
     public void EnvironmentVariableForNoKeyIsNamed()
     {
         var e = Assert.Throws<ConfigException>(() => Load(Valid, new() { ["PROMOSTREAM__KAFKA__PASWORD"] = "x" }));
