@@ -217,7 +217,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     private sealed class KeyReader(IReadOnlyDictionary<string, string> values, IReadOnlyDictionary<string, string> origins)
     {
         /// <summary>"key 'x' (from credentials.yaml)" or "(from environment variable PROMOSTREAM__…)": where to fix it.</summary>
-        private string Named(string key) => origins.TryGetValue(key, out var origin) ? $"{Named(key)} (from {origin})" : $"key '{key}'";
+        private string Named(string key) => origins.TryGetValue(key, out var origin) ? $"key '{key}' (from {origin})" : $"key '{key}'";
 
         private string? Raw(string key) => values.TryGetValue(key, out var v) ? v : Keys[key];
 
