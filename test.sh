@@ -143,6 +143,13 @@ if [ -n "$kfake_pid" ] && ! kill -0 "$kfake_pid" 2>/dev/null; then
   fail "kfake exited during the tests; its log:"; tail -n 20 "$work/kfake.log"
 fi
 
+step "README: the second command of a fresh machine, dotnet run -- --demo, as printed"
+if dotnet run -c Release --no-build -- --demo >"$work/demo.out" 2>"$work/demo.err" && grep -q '^demo: ok$' "$work/demo.out"; then
+  pass "--demo: $(grep -E '^\s+postgres|^\s+kafka' "$work/demo.out" | tr -s ' ' | tr '\n' ';')"
+else
+  tail -n 20 "$work/demo.out" "$work/demo.err"; fail "--demo did not print 'demo: ok' and exit 0"
+fi
+
 step "benchmark smoke: a small --bench proves the command works and prints its last line"
 if dotnet run -c Release --no-build -- --bench --events 4000 --restaurants 200 --subscriptions 2000 \
      --latency-seconds 3 --partitions 8 --rounds 1 >"$work/bench.out" 2>"$work/bench.err"; then

@@ -26,6 +26,7 @@ internal sealed class Processor : IDisposable
     private readonly BatchEvaluator _evaluator;
     private readonly IConsumer<byte[]?, byte[]?> _consumer;
     private readonly IdleStop _idle;
+    private readonly CapacityWatch _capacity;
     private readonly ProcessorStats _stats = new();
     private readonly Backoff _abortBackoff;
     private readonly TestHooks _hooks = TestHooks.FromEnvironment();
@@ -65,6 +66,7 @@ internal sealed class Processor : IDisposable
             .SetPartitionsLostHandler((_, lost) => OnRevoked(lost.Select(r => r.TopicPartition)))
             .Build();
         _idle = new IdleStop(stopWhenIdleSeconds, settings.Kafka, _consumer, _ledger, _committed);
+        _capacity = new CapacityWatch(settings.Kafka, _consumer);
     }
 
     /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
@@ -111,10 +113,12 @@ internal sealed class Processor : IDisposable
                 if (line != statsShown) Log.Info(statsShown = line); // an idle stream does not repeat itself
                 lastStats.Restart();
             }
+            _capacity.CheckNowAndThen();
             if (_idle.ShouldStop()) { Log.Info($"input drained and no input for {_idle.Seconds}s; stopping"); break; }
         }
         FinishAll();
         RecordPositionsNow();
+        _capacity.CheckNowAndThen(now: true);
         Log.Info(_stats.Line());
         _closing = true;
         _consumer.Close(); // leaves the group now (dynamic membership), so the partitions move without waiting
@@ -393,8 +397,14 @@ internal sealed class Processor : IDisposable
             }
             if (decision.Clients.Count == 0) { noSubscribers++; continue; }
             var template = new NotificationTemplate(plan.Entries[i].Campaign, decision.Trigger);
+            long bytes = 0;
             foreach (var client in decision.Clients)
-                Produce(output, new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = template.For(client) });
+            {
+                var record = new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = template.For(client) };
+                bytes += record.Key.Length + record.Value.Length;
+                Produce(output, record);
+            }
+            _capacity.Produced(decision.Clients.Count, bytes);
             notifications += decision.Clients.Count;
             timestamps.Add(plan.EntrySources[i].Message.Timestamp.UnixTimestampMs);
         }
@@ -625,6 +635,7 @@ internal sealed class Processor : IDisposable
         foreach (var f in _inFlight) WaitQuietly(f.Delivered);
         _ledger.Dispose();
         _idle.Dispose();
+        _capacity.Dispose();
         _consumer.Dispose();
         _producer.Dispose();
     }

@@ -12,7 +12,7 @@ internal sealed record KafkaSettings(
     string GroupId, string TransactionalId, string? GroupInstanceId,
     string SecurityProtocol, string? SaslMechanism, string? SaslUsername, string? SaslPassword, string? SslCaLocation,
     bool CreateTopics, int TopicPartitions, short ReplicationFactor, string AutoOffsetReset,
-    int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes);
+    int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes, long PartitionCapacityBytes = 0);
 
 internal sealed record PostgresSettings(string ConnectionString, int ConnectTimeoutSeconds)
 {
@@ -57,6 +57,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["kafka.transaction_timeout_ms"] = "60000",
         ["kafka.connect_timeout_seconds"] = "30",
         ["kafka.max_message_bytes"] = "4194304",
+        ["kafka.partition_capacity_bytes"] = "0",
         ["postgres.connection_string"] = null,
         ["postgres.connect_timeout_seconds"] = "30",
         ["processing.batch_max_events"] = "5000",
@@ -194,7 +195,8 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             SessionTimeoutMs: read.Int("kafka.session_timeout_ms", 1000, 3_600_000),
             TransactionTimeoutMs: read.Int("kafka.transaction_timeout_ms", 1000, 900_000),
             ConnectTimeoutSeconds: read.Int("kafka.connect_timeout_seconds", 1, 3600),
-            MaxMessageBytes: read.Int("kafka.max_message_bytes", 1_000_000, 100_000_000));
+            MaxMessageBytes: read.Int("kafka.max_message_bytes", 1_000_000, 100_000_000),
+            PartitionCapacityBytes: read.Int("kafka.partition_capacity_bytes", 0, int.MaxValue));
         if (kafka.SecurityProtocol.StartsWith("sasl", StringComparison.Ordinal) && (kafka.SaslUsername is null || kafka.SaslPassword is null))
             throw new ConfigException("kafka.sasl_username and kafka.sasl_password are required when kafka.security_protocol is " + kafka.SecurityProtocol);
         if (kafka.ReplicationFactor == 0) throw new ConfigException("kafka.replication_factor must be -1 (broker default) or at least 1");

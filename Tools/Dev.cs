@@ -29,6 +29,7 @@ internal static class Dev
         ["kafka.transactional_id"] = "promo-stream-1",
         ["kafka.create_topics"] = "false",         // the embedded broker cannot create topics on request
         ["kafka.session_timeout_ms"] = "6000",     // its rebalances settle only with short sessions
+        ["kafka.partition_capacity_bytes"] = PartitionCapacityBytes.ToString(), // so that the processor warns too
         ["postgres.connection_string"] = connectionString,
     };
 

@@ -57,7 +57,8 @@ public sealed class DevPlaygroundTests(ITestOutputHelper output) : IDisposable
             // Terminal 2 and 3, in a directory without credentials.yaml: the exported variables alone.
             using var processor = new PromoStreamProcess(["--process"], exports, _elsewhere.FullName);
             processor.WaitForLine(l => l.Contains("assigned partitions [") && !l.Contains("[]"), TimeSpan.FromMinutes(1), "the processor's partitions");
-            using (var produce = new PromoStreamProcess(["--produce", "--count", "10000", "--expect-file", expectFile], exports, _elsewhere.FullName))
+            // The README's command, plus --expect-file for the check.
+            using (var produce = new PromoStreamProcess(["--produce", "--count", "10000", "--rate", "500", "--expect-file", expectFile], exports, _elsewhere.FullName))
                 Assert.True(produce.WaitForExit(TimeSpan.FromMinutes(3)) == 0, produce.Tail());
 
             var report = new SimulationReport();
@@ -105,6 +106,30 @@ public sealed class DevPlaygroundTests(ITestOutputHelper output) : IDisposable
             var warning = dev.WaitForLine(l => l.Contains("WARN") && l.Contains("silently drops"), TimeSpan.FromMinutes(1), "the capacity warning");
             Figure.Report(output, $"embedded broker capacity: {warning[(warning.IndexOf("dev:", StringComparison.Ordinal))..]}");
             Assert.Contains($"{settings.Kafka.InputTopic} partition 0", warning);
+        }
+        finally { Stop(dev); }
+    }
+
+    [Fact]
+    public void TheProcessorWarnsTooBeforeItsOutputOutgrowsWhatTheEmbeddedBrokerKeeps()
+    {
+        var (dev, exports) = StartDev();
+        using (dev)
+        try
+        {
+            var settings = SettingsFrom(exports);
+            const string restaurant = "9f3e4567-e89b-12d3-a456-426614174000";
+            PostgresServer.Execute(settings.Postgres.ConnectionString,
+                "INSERT INTO subscribers_restaurants (client_id, restaurant_id) VALUES ('9f3e4567-e89b-12d3-a456-426614170001', $1)", restaurant);
+            var big = new string('x', 100_000);
+            // 45 notifications of ~100 KB for one client: one output partition, past 80% of the broker's 5 MB.
+            PipelineTests.Publish(settings, Enumerable.Range(0, 45).Select(i => ((string?)restaurant, Text.Utf8(PipelineTests.SampleEvent
+                .Replace(PipelineTests.Restaurant, restaurant).Replace("426614174003", $"{i:D12}").Replace("first campaign", big)))).ToArray());
+            using var processor = new PromoStreamProcess(["--process", "--stop-when-idle", "3"], exports, _elsewhere.FullName);
+            Assert.True(processor.WaitForExit(TimeSpan.FromMinutes(2)) == 0, processor.Tail());
+            var warning = processor.Lines.FirstOrDefault(l => l.Contains("WARN") && l.Contains(settings.Kafka.OutputTopic) && l.Contains("drops older records"));
+            Figure.Report(output, $"processor capacity warning: {warning?[(warning.IndexOf("WARN", StringComparison.Ordinal))..] ?? "none"}");
+            Assert.NotNull(warning);
         }
         finally { Stop(dev); }
     }

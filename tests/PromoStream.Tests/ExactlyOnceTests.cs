@@ -45,12 +45,12 @@ public class ExactlyOnceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void DrainingAMixedInputThenRestartingThreeTimesChangesNeitherSinkNorTheDlq()
+    public async Task DrainingAMixedInputThenRestartingThreeTimesChangesNeitherSinkNorTheDlq()
     {
         using var scenario = new Scenario();
         var workload = scenario.Workload(count: 1500, rate: 0);
         scenario.SeedSubscribers(workload);
-        var report = scenario.PublishInBackground(workload).GetAwaiter().GetResult();
+        var report = await scenario.PublishInBackground(workload);
         var counts = new List<(long Rows, int Records, int Dlq)>();
         for (var run = 0; run < 4; run++)
         {
@@ -70,12 +70,12 @@ public class ExactlyOnceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void SixtyFourPartitionsWithSixtyThousandWaitingEventsAreAllConsumedBeforeTheIdleStop()
+    public async Task SixtyFourPartitionsWithSixtyThousandWaitingEventsAreAllConsumedBeforeTheIdleStop()
     {
         using var scenario = new Scenario(partitions: 64);
         var workload = scenario.Workload(count: 60_000, rate: 0, restaurants: 400);
         scenario.SeedSubscribers(workload);
-        var report = scenario.PublishInBackground(workload).GetAwaiter().GetResult();
+        var report = await scenario.PublishInBackground(workload);
         var clock = Stopwatch.StartNew();
         var processor = scenario.Processor(stopWhenIdle: 2);
         var firstCommit = processor.WaitForLine(l => l.Contains("first batch committed"), Minutes3, "the first committed batch");
