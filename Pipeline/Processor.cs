@@ -265,7 +265,9 @@ internal sealed class Processor : IDisposable
             }
             var given = _inFlight.ToList();
             _inFlight.Clear();
-            foreach (var f in given) WaitQuietly(f.Delivered);
+            // The writes behind the failed transaction may still run on the writer connection: none may be left running
+            // when the next batch's write starts there.
+            foreach (var f in given) { WaitQuietly(f.Delivered); WaitQuietly(f.Decisions); }
             RewindToCommitted([.. given.Select(f => f.Batch.Batch), alsoRewind]);
             return false;
         }
@@ -632,7 +634,7 @@ internal sealed class Processor : IDisposable
     public void Dispose()
     {
         // After an exception: the ledger and the producer are disposed next, and a write or a commit may still run.
-        foreach (var f in _inFlight) WaitQuietly(f.Delivered);
+        foreach (var f in _inFlight) { WaitQuietly(f.Delivered); WaitQuietly(f.Decisions); }
         _ledger.Dispose();
         _idle.Dispose();
         _capacity.Dispose();
