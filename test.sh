@@ -130,6 +130,8 @@ count() {
   [ -n "$n" ] || n=$(grep -E '(Passed|Failed)!\s+-' "$work/test.log" | tail -n 1 | sed -nE "s/.*$1:\s+([0-9]+).*/\1/p")
   echo "${n:-0}"
 }
+# A failed test's message and the top of its stack, so that a red run says why (the filter above shows only the name).
+awk '/^[ \t]+Failed [A-Za-z]/ { n = 14 } n > 0 && !/^[ \t]*$/ { print "  | " $0; n-- }' "$work/test.log" | cut -c1-400 || true
 if grep -qE '^Total tests: [0-9]+|(Passed|Failed)!\s+-' "$work/test.log"; then
   passed=$((passed + $(count Passed))); failed=$((failed + $(count Failed))); skipped=$((skipped + $(count Skipped)))
   # Every skipped test is a real-broker check; the reason is why this machine cannot run it.

@@ -78,6 +78,8 @@ internal sealed class Processor : IDisposable
         new PostgresDatabase(dataSource).CheckSchema();
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
+        using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
+        settings = settings with { Kafka = slot.Apply(settings.Kafka) };
         using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
         processor.Loop();
         return processor._stats;
@@ -569,13 +571,24 @@ internal sealed class Processor : IDisposable
     /// </summary>
     private IEnumerable<TopicPartitionOffset> OnAssigned(List<TopicPartition> assigned)
     {
-        _idle.Assigned(assigned.Count > 0);
+        // Cooperative rebalancing: `assigned` holds only the partitions added; those already owned stay as they are.
+        _idle.Assigned(assigned.Count > 0 || _consumer.Assignment.Count > 0);
+        if (assigned.Count == 0) return [];
+        var (offsets, fromRecord) = StartingOffsets(assigned);
+        Log.Info($"assigned partitions [{Partitions(assigned)}]; holding [{Partitions(_consumer.Assignment.Concat(assigned))}]" +
+                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
+        return offsets;
+    }
+
+    private static string Partitions(IEnumerable<TopicPartition> partitions) =>
+        string.Join(",", partitions.Select(p => p.Partition.Value).Distinct().Order());
+
+    private (List<TopicPartitionOffset> Offsets, List<int> FromRecord) StartingOffsets(List<TopicPartition> assigned)
+    {
         var fromGroup = assigned.Select(tp => new TopicPartitionOffset(tp, Offset.Unset)).ToList();
-        if (_closing || assigned.Count == 0) return fromGroup;
         // When the group's offsets cannot be read, librdkafka fetches them itself: the recorded positions lag behind
         // them and must never override them.
-        if (GroupCommitted(assigned) is not { } group) return fromGroup;
-        if (RecordedPositions() is not { } recorded) return fromGroup;
+        if (_closing || GroupCommitted(assigned) is not { } group || RecordedPositions() is not { } recorded) return (fromGroup, []);
         var fromRecord = new List<int>();
         var offsets = assigned.Select(tp =>
         {
@@ -583,9 +596,7 @@ internal sealed class Processor : IDisposable
             fromRecord.Add(tp.Partition.Value);
             return new TopicPartitionOffset(tp, next);
         }).ToList();
-        Log.Info($"assigned partitions [{string.Join(",", assigned.Select(p => p.Partition.Value))}]" +
-                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
-        return offsets;
+        return (offsets, fromRecord);
     }
 
     /// <summary>
@@ -608,16 +619,21 @@ internal sealed class Processor : IDisposable
         }
     }
 
+    /// <summary>
+    /// Only the partitions that change owner are revoked (cooperative rebalancing). The batches in flight (at most two,
+    /// each closed within batch_max_ms) are delivered before those partitions go: if that fails, the next owner replays
+    /// them and the ledger recognises them. Of the batch being read, only the revoked partitions' messages are dropped;
+    /// the partitions kept go on from where they are.
+    /// </summary>
     private void OnRevoked(IEnumerable<TopicPartition> revoked)
     {
-        // Deliver what is in flight before its partitions go to another owner; if it cannot, the next owner replays
-        // it and the ledger recognises it. The positions go to PostgreSQL now, for brokers that keep none.
-        FinishAll();
-        RecordPositionsNow();
         var partitions = revoked.ToHashSet();
-        _idle.Assigned(false);
+        if (partitions.Count == 0) return;
+        FinishAll();
+        RecordPositionsNow(); // for brokers that keep no transactional offsets
+        _idle.Assigned(_consumer.Assignment.Any(tp => !partitions.Contains(tp)));
         _collecting?.DropPartitions(partitions);
-        Log.Info($"revoked partitions [{string.Join(",", partitions.Select(p => p.Partition.Value).Order())}]");
+        Log.Info($"revoked partitions [{Partitions(partitions)}]; holding [{Partitions(_consumer.Assignment.Where(tp => !partitions.Contains(tp)))}]");
     }
 
     private static void OnKafkaLog(IClient _, LogMessage m)

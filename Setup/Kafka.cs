@@ -59,6 +59,9 @@ internal static class Kafka
     {
         GroupId = k.GroupId,
         GroupInstanceId = k.GroupInstanceId,
+        // Incremental rebalancing: an instance joining or leaving moves only the partitions that change owner; the
+        // others keep being read without a pause.
+        PartitionAssignmentStrategy = PartitionAssignmentStrategy.CooperativeSticky,
         EnableAutoCommit = false,
         EnableAutoOffsetStore = false,
         IsolationLevel = IsolationLevel.ReadCommitted,

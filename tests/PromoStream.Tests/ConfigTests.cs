@@ -39,7 +39,6 @@ public class ConfigTests
     [InlineData("bootstrap_servers")]
     [InlineData("input_topic")]
     [InlineData("group_id")]
-    [InlineData("transactional_id")]
     public void MissingRequiredKeyIsNamed(string key)
     {
         var yaml = string.Join("\n", Valid.Split('\n').Where(l => !l.TrimStart().StartsWith(key + ":")));

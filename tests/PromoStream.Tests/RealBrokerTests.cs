@@ -377,13 +377,13 @@ public sealed class RealBrokerTests(ITestOutputHelper output) : IDisposable
         }).ToList();
 
     /// <summary>The partitions an instance holds now, from its last assigned/revoked line; null while it holds none.</summary>
-    private static HashSet<int>? Holding(PromoStreamProcess p)
+    internal static HashSet<int>? Holding(PromoStreamProcess p)
     {
         var last = p.Lines.LastOrDefault(l => l.Contains("assigned partitions [") || l.Contains("revoked partitions ["));
-        if (last is null || !last.Contains("assigned partitions [")) return null;
-        var start = last.IndexOf("assigned partitions [", StringComparison.Ordinal) + "assigned partitions [".Length;
-        var list = last[start..last.IndexOf(']', start)];
-        return list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToHashSet();
+        if (last is null) return null;
+        var start = last.IndexOf("holding [", StringComparison.Ordinal) + "holding [".Length;
+        var held = last[start..last.IndexOf(']', start)].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToHashSet();
+        return held.Count > 0 ? held : null;
     }
 
     private static int AssignedLines(PromoStreamProcess p) => p.Lines.Count(l => l.Contains("assigned partitions ["));

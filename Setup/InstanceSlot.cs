@@ -1,0 +1,85 @@
+using System.Net.Sockets;
+
+namespace PromoStream;
+
+/// <summary>
+/// Which of this host's instances of one consumer group this process is: the lowest slot number that no running
+/// process holds. A slot is held by binding a socket to a name in Linux's abstract socket namespace, which the kernel
+/// releases when the process ends, however it ends, and which leaves no file behind. So a restarted instance takes its
+/// slot again (a stable transactional id: the new producer aborts its predecessor's open transaction at once, instead
+/// of read_committed readers waiting for the transaction timeout), and two instances on one host take different
+/// slots (unique ids: neither fences the other). Containers have a namespace and a hostname each.
+/// </summary>
+internal sealed class InstanceSlot : IDisposable
+{
+    private const int MaxSlots = 256;
+    private readonly Socket? _held;
+
+    public int Number { get; }
+
+    /// <summary>False when no slot could be held: the ids then carry the process id, unique but not stable.</summary>
+    public bool Stable => _held is not null;
+
+    private InstanceSlot(Socket? held, int number)
+    {
+        _held = held;
+        Number = number;
+    }
+
+    /// <param name="scope">Keeps tests' slots apart from real instances'.</param>
+    public static InstanceSlot Claim(string groupId, string scope = "promostream")
+    {
+        try
+        {
+            for (var n = 0; n < MaxSlots; n++)
+                if (TryHold($"\0{scope}/{ShortName(groupId)}/{n}") is { } held) return new InstanceSlot(held, n);
+        }
+        catch (SocketException e)
+        {
+            Log.Warn($"cannot tell this host's instances apart ({e.SocketErrorCode}); ids derived from the process id change on restart");
+        }
+        return new InstanceSlot(null, Environment.ProcessId);
+    }
+
+    /// <summary>A socket name has at most 107 bytes: a long group id is replaced by its hash.</summary>
+    private static string ShortName(string groupId) =>
+        System.Text.Encoding.UTF8.GetByteCount(groupId) <= 64 ? groupId
+            : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(groupId)))[..32];
+
+    /// <summary>The bound socket, or null when a running process holds the name.</summary>
+    private static Socket? TryHold(string name)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(name));
+            return socket;
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            socket.Dispose();
+            return null;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The ids this instance runs with. A configured transactional id is used as given ("{hostname}" replaced); an
+    /// absent one becomes group-hostname-slot, as Kafka Streams builds its own from the application, the host and a
+    /// process. A configured group instance id gets the slot appended from the second instance on a host, so one
+    /// config file serves several instances there.
+    /// </summary>
+    public KafkaSettings Apply(KafkaSettings kafka) => kafka with
+    {
+        TransactionalId = kafka.TransactionalId.Length > 0 ? kafka.TransactionalId : $"{kafka.GroupId}-{Environment.MachineName}-{Suffix}",
+        GroupInstanceId = kafka.GroupInstanceId is { } id && Number > 0 ? $"{id}-{Suffix}" : kafka.GroupInstanceId,
+    };
+
+    private string Suffix => Stable ? Number.ToString() : $"pid{Number}";
+
+    public void Dispose() => _held?.Dispose();
+}
