@@ -366,6 +366,14 @@ internal sealed class Processor : IDisposable
             ApplyTopicLimits(Kafka.ReadTopicLimits(_settings.Kafka));
             return false;
         }
+        catch (ProducerStuckException e)
+        {
+            Log.Warn($"{e.Message}; new producer, replaying the batch");
+            _stats.Aborted();
+            _producer = BuildProducer(); // the stuck one is disposed when its call returns, if ever
+            if (_transactional) InitTransactions();
+            return false;
+        }
         catch (CommitOutcomeUnknownException e)
         {
             Log.Warn($"{e.Message}; new producer, resuming from the group's committed position");
@@ -438,7 +446,7 @@ internal sealed class Processor : IDisposable
         var timeout = TimeSpan.FromMilliseconds(_settings.Kafka.TransactionTimeoutMs);
         if (_transactional)
         {
-            _producer.SendOffsetsToTransaction(Offsets(batch), _consumer.ConsumerGroupMetadata, timeout);
+            SendOffsetsToTransaction(batch, timeout);
             CommitTransaction(timeout);
             return;
         }
@@ -446,6 +454,31 @@ internal sealed class Processor : IDisposable
             throw new KafkaException(new Error(ErrorCode.Local_Fail, "some records were not delivered"));
         _consumer.Commit(Offsets(batch));
     }
+
+    /// <summary>
+    /// librdkafka's SendOffsetsToTransaction can block past its timeout, for good, when the group coordinator was
+    /// unreachable (librdkafka issues 5456 and 5511; seen here after a broker outage). So the call runs aside, and a
+    /// producer stuck in it is abandoned: it is disposed only if the call ever returns, and the new producer's
+    /// InitTransactions aborts the transaction it left open (nothing of it was committed).
+    /// </summary>
+    private void SendOffsetsToTransaction(Batch batch, TimeSpan timeout)
+    {
+        var producer = _producer;
+        var offsets = Offsets(batch);
+        var metadata = _consumer.ConsumerGroupMetadata;
+        var call = Task.Run(() => producer.SendOffsetsToTransaction(offsets, metadata, timeout));
+        if (call.ContinueWith(_ => { }, TaskScheduler.Default).Wait(timeout + StuckCallGrace))
+        {
+            call.GetAwaiter().GetResult();
+            return;
+        }
+        _ = call.ContinueWith(_ => producer.Dispose(), TaskScheduler.Default);
+        throw new ProducerStuckException($"Kafka SendOffsetsToTransaction did not return within {(timeout + StuckCallGrace).TotalSeconds:0}s");
+    }
+
+    private static readonly TimeSpan StuckCallGrace = TimeSpan.FromSeconds(5);
+
+    private sealed class ProducerStuckException(string message) : Exception(message);
 
     /// <summary>
     /// Retrying a commit whose outcome is unknown is librdkafka's documented way to learn it; without KIP-890 a commit
