@@ -67,11 +67,13 @@ internal sealed class Processor : IDisposable
             .Build();
         _idle = new IdleStop(stopWhenIdleSeconds, settings.Kafka, _consumer, _ledger, _committed);
         _capacity = new CapacityWatch(settings.Kafka, _consumer);
+        _stats.Metrics.Watch(settings, _committed, _ledger, _evaluator.Subscribers);
     }
 
     /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
     public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop)
     {
+        using var endpoint = MetricsEndpoint.Start(settings.Metrics); // up while connecting: alive, not ready
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
         PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
             TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
@@ -79,6 +81,7 @@ internal sealed class Processor : IDisposable
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
         using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
+        endpoint?.Attach(processor._stats.Metrics, new Health(settings, processor._stats.Metrics, stop));
         processor.Loop();
         return processor._stats;
     }
@@ -100,6 +103,7 @@ internal sealed class Processor : IDisposable
         var statsShown = "";
         while (!_stop.IsCancellationRequested)
         {
+            _stats.Metrics.LoopTurned();
             var batch = ConsumeBatch();
             if (batch.Messages.Count > 0)
             {
@@ -205,6 +209,7 @@ internal sealed class Processor : IDisposable
         try
         {
             var result = _consumer.Consume(timeout);
+            if (_hooks.PauseConsuming) return null; // test hook: in the group, owning partitions, committing nothing
             return result is { IsPartitionEOF: false } ? result : null;
         }
         catch (ConsumeException e) when (e.Error.IsFatal)
@@ -280,7 +285,7 @@ internal sealed class Processor : IDisposable
     /// <summary>Ledger writes run one at a time on one connection, each as soon as the one before it ends.</summary>
     private Task<Decision[]?> RecordAfter(Task<Decision[]?>? previous, Plan plan)
     {
-        Decision[]? Record() => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop);
+        Decision[]? Record() => _stats.Metrics.Timed("ledger_write", () => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop));
         return previous is null ? Task.Run(Record) : previous.ContinueWith(_ => Record(), TaskScheduler.Default);
     }
 
@@ -299,8 +304,9 @@ internal sealed class Processor : IDisposable
             try
             {
                 AwaitTopicLimits();
-                var plan = _evaluator.Evaluate(batch, _limits.Output);
+                var plan = _stats.Metrics.Timed("evaluate", () => _evaluator.Evaluate(batch, _limits.Output));
                 if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
+                _stats.Metrics.Resumed("evaluate");
                 return plan;
             }
             catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
@@ -308,6 +314,7 @@ internal sealed class Processor : IDisposable
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
                     $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, " +
                     $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
+                _stats.Metrics.Retrying(FailureClass.Transient, "evaluate");
                 // No reason to keep the batches before this one waiting as well; if they fail, all are read again.
                 if (!FinishAll(alsoRewind: batch)) return null;
                 if (!backoff.Wait(_stop)) { Rewind(batch); return null; }
@@ -337,6 +344,7 @@ internal sealed class Processor : IDisposable
             var counts = ProduceOutput(plan, decisions);
             _hooks.BeforeKafkaCommit();
             Commit(batch);
+            _stats.Metrics.PhaseTook("kafka_transaction", opened.Elapsed);
             _committed.Add(batch.NextOffsets);
             _stats.Committed(batch.Messages.Count, counts, _ledger.RowsInserted, batch.Clock.Elapsed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
             if (_stats.Transactions == 1)
@@ -412,7 +420,8 @@ internal sealed class Processor : IDisposable
         }
         var dlq = new TopicPartition(k.DlqTopic, Partition.Any);
         foreach (var letter in deadLetters) Produce(dlq, DeadLetters.ToRecord(letter, _limits.Dlq));
-        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps);
+        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps,
+            deadLetters.ConvertAll(d => d.MetricReason));
     }
 
     private void Produce(TopicPartition destination, Message<byte[], byte[]> message)
@@ -570,6 +579,7 @@ internal sealed class Processor : IDisposable
     private IEnumerable<TopicPartitionOffset> OnAssigned(List<TopicPartition> assigned)
     {
         _idle.Assigned(assigned.Count > 0);
+        _stats.Metrics.Assigned(assigned);
         var fromGroup = assigned.Select(tp => new TopicPartitionOffset(tp, Offset.Unset)).ToList();
         if (_closing || assigned.Count == 0) return fromGroup;
         // When the group's offsets cannot be read, librdkafka fetches them itself: the recorded positions lag behind
@@ -615,6 +625,7 @@ internal sealed class Processor : IDisposable
         FinishAll();
         RecordPositionsNow();
         var partitions = revoked.ToHashSet();
+        _stats.Metrics.Revoked(partitions);
         _idle.Assigned(false);
         _collecting?.DropPartitions(partitions);
         Log.Info($"revoked partitions [{string.Join(",", partitions.Select(p => p.Partition.Value).Order())}]");
@@ -638,6 +649,7 @@ internal sealed class Processor : IDisposable
         _ledger.Dispose();
         _idle.Dispose();
         _capacity.Dispose();
+        _stats.Metrics.Dispose();
         _consumer.Dispose();
         _producer.Dispose();
     }
