@@ -65,7 +65,7 @@ internal sealed class PipelineMetrics : IDisposable
         Meter.CreateObservableGauge("postgres_up", () => _postgres?.Reachable == true ? 1 : 0,
             description: "1 while the background probe (SELECT 1 every 2 s) reaches PostgreSQL");
         Meter.CreateObservableGauge("ledger_campaigns", () => _postgres?.LedgerCampaigns ?? 0,
-            description: "Rows in promostream_ledger (the planner's estimate for a large table, counted for a small one; refreshed every 15 s)");
+            description: "Rows in promostream_ledger (the planner's estimate for a large table, counted for a small one; refreshed every 5 s)");
         Meter.CreateObservableGauge("subscriber_cache_age_seconds", () => _subscribers?.OldestUsedAgeSeconds ?? 0, unit: "s",
             description: "Age of the oldest subscriber list the latest batch used (at most processing.subscribers_refresh_seconds)");
         Meter.CreateObservableGauge("subscriber_cache_restaurants", () => _subscribers?.CachedRestaurants ?? 0,

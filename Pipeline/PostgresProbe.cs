@@ -5,13 +5,13 @@ namespace PromoStream;
 
 /// <summary>
 /// Asks PostgreSQL `SELECT 1` every 2 seconds on a connection of its own with 2-second timeouts, off the loop thread,
-/// so that /readyz turns within seconds of the database going away even when no input arrives; every 15 seconds it
+/// so that /readyz turns within seconds of the database going away even when no input arrives; every 5 seconds it
 /// also reads the ledger's size. It never logs: the loop's own warnings say what fails, /readyz says it is down.
 /// </summary>
 internal sealed class PostgresProbe : IDisposable
 {
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(2);
-    private static readonly TimeSpan LedgerInterval = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan LedgerInterval = TimeSpan.FromSeconds(5);
     private const int TimeoutSeconds = 2;
 
     // A planner estimate for a large table; a small one, or one never analysed, is counted (cheap while small).
