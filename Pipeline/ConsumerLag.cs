@@ -55,8 +55,9 @@ internal sealed class ConsumerLag : IDisposable
                 _byPartition = Measure(admin, _owned());
                 Interlocked.Exchange(ref _lastSuccess, Stopwatch.GetTimestamp());
             }
-            catch (Exception e) when (e is KafkaException or ListOffsetsException or ListConsumerGroupOffsetsException or TimeoutException)
+            catch (Exception e)
             {
+                // Whatever it is (broker gone, an answer without a partition), a measurement must never take the process down.
                 _lastError = e.Message;
             }
         } while (!_stop.Token.WaitHandle.WaitOne(Interval));

@@ -64,7 +64,7 @@ internal sealed class PostgresProbe : IDisposable
                 _up = true;
                 ReadLedgerSizeNowAndThen(connection);
             }
-            catch (Exception e) when (e is NpgsqlException or TimeoutException or InvalidOperationException)
+            catch (Exception e) // a probe must never take the process down, whatever fails
             {
                 _up = false;
                 _lastError = PostgresDatabase.Describe(e);

@@ -127,9 +127,14 @@ public class MetricsTests(ITestOutputHelper output)
         using var postgres = EmbeddedPostgres.Start();
         using (var dataSource = PostgresDatabase.CreateDataSource(postgres.ConnectionString))
         using (var store = new PostgresDatabase(dataSource)) store.ApplySchema();
+        PipelineTests.InsertContractSample(postgres.ConnectionString);
         using var scenario = new Scenario(database: postgres.ConnectionString);
         var port = EmbeddedPostgres.FreePort();
-        var processor = scenario.Processor(environment: new Dictionary<string, string> { ["PROMOSTREAM__METRICS__PORT"] = port.ToString() });
+        var processor = scenario.Processor(environment: new Dictionary<string, string>
+        {
+            ["PROMOSTREAM__METRICS__PORT"] = port.ToString(),
+            ["PROMOSTREAM__METRICS__READY_MAX_HOLD_SECONDS"] = "1",
+        });
         Eventually.True(() => Get(port, "/readyz").Status == 200, Minute, "ready at start:\n" + processor.Tail());
         Assert.Equal(200, Get(port, "/healthz").Status);
 
@@ -146,18 +151,29 @@ public class MetricsTests(ITestOutputHelper output)
         Assert.Contains("PostgreSQL", ready.Body);
         Assert.DoesNotContain("Password", ready.Body, StringComparison.OrdinalIgnoreCase);
 
-        // The stream is idle and stays alive through the outage: holding nothing, the loop keeps turning.
-        var outage = Stopwatch.StartNew();
-        while (outage.Elapsed < TimeSpan.FromSeconds(3)) { alwaysAlive &= Get(port, "/healthz").Status == 200; Thread.Sleep(200); }
+        // An event arriving now is held (its subscribers cannot be read); the loop retries it and stays alive.
+        Publish(scenario.Settings, [("held", Text.Utf8(Campaign(1)))]);
+        var held = "";
+        Eventually.True(() =>
+        {
+            alwaysAlive &= Get(port, "/healthz").Status == 200;
+            return (held = Get(port, "/readyz").Body).Contains("a batch held") && TryScrape(port) is { } m
+                   && m.Value("promostream_hold_age_seconds") > 1 && m.Value("promostream_retries_total", ("class", "transient")) > 0;
+        }, TimeSpan.FromSeconds(20), "the held batch on /readyz and /metrics");
         Assert.True(alwaysAlive, "/healthz left 200 while PostgreSQL was down");
 
         postgres.Restart();
         var back = Stopwatch.StartNew();
         Eventually.True(() => Get(port, "/readyz").Status == 200, Minute, "/readyz 200 after PostgreSQL returned:\n" + processor.Tail());
         var readyAfter = back.Elapsed.TotalSeconds;
+        Eventually.True(() => TryScrape(port)?.Value("promostream_events_total", ("outcome", "notified")) == 1, Minute, "the held event notified");
+        var after = TryScrape(port)!;
+        Assert.Equal(0, after.Value("promostream_hold_age_seconds"));
+        Assert.True(after.Value("promostream_held_seconds_total", ("class", "transient")) > 1);
         Assert.Equal(200, Get(port, "/healthz").Status);
-        Figure.Report(output, $"readiness: /readyz 503 {notReadyAfter:0.0}s after PostgreSQL stopped (\"{ready.Body.Trim()}\"), " +
-                              $"200 again {readyAfter:0.0}s after it restarted; /healthz 200 throughout");
+        Figure.Report(output, $"readiness: /readyz 503 {notReadyAfter:0.0}s after PostgreSQL stopped (\"{ready.Body.Trim()}\"), then \"{held.Trim()}\"; " +
+                              $"200 again {readyAfter:0.0}s after it restarted; held_seconds_total={after.Value("promostream_held_seconds_total", ("class", "transient")):0.0}; " +
+                              "/healthz 200 throughout");
     }
 
     [PrometheusFact]
