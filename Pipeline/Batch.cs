@@ -44,6 +44,8 @@ internal sealed class Plan(long trigger)
 /// </summary>
 internal sealed class BatchEvaluator(SubscriberDirectory subscribers, string outputTopic)
 {
+    public SubscriberDirectory Subscribers => subscribers;
+
     public Plan Evaluate(Batch batch, int outputLimit)
     {
         var plan = new Plan(DateTimeOffset.UtcNow.ToUnixTimeSeconds());
@@ -67,7 +69,7 @@ internal sealed class BatchEvaluator(SubscriberDirectory subscribers, string out
             if (LargestNotification(campaign, clients, plan.Trigger) is { } size && size > outputLimit)
             {
                 plan.DeadLetters.Add(new DeadLetter(message,
-                    $"its notification of {size} bytes exceeds what the output topic {outputTopic} accepts ({outputLimit} bytes per record)"));
+                    $"its notification of {size} bytes exceeds what the output topic {outputTopic} accepts ({outputLimit} bytes per record)", Oversize: true));
                 continue;
             }
             plan.Entries.Add(new LedgerEntry(campaign, new InputPosition(message.Topic, message.Partition.Value, message.Offset.Value), active, clients));

@@ -4,8 +4,15 @@ using Confluent.Kafka;
 
 namespace PromoStream;
 
-/// <summary>An input event the pipeline will not notify: its original record, and why (a SQLSTATE when the database said so).</summary>
-internal sealed record DeadLetter(ConsumeResult<byte[]?, byte[]?> Source, string Reason, string? SqlState = null);
+/// <summary>
+/// An input event the pipeline will not notify: its original record, and why (a SQLSTATE when the database said so;
+/// Oversize when its notification would not fit the output topic).
+/// </summary>
+internal sealed record DeadLetter(ConsumeResult<byte[]?, byte[]?> Source, string Reason, string? SqlState = null, bool Oversize = false)
+{
+    /// <summary>The reason label of promostream_events_total{outcome="dead_lettered"}: few values, unlike Reason.</summary>
+    public string MetricReason => SqlState is { } code ? $"sqlstate_{code}" : Oversize ? "oversize" : "invalid";
+}
 
 /// <summary>
 /// Dead letters as DLQ records: the original key, bytes and headers, plus headers saying why and where from. A record

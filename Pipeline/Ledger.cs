@@ -63,6 +63,9 @@ internal sealed class CampaignLedger : IDisposable
     /// <summary>Test hook: runs after a ledger transaction commits, before anything reaches Kafka.</summary>
     internal Action? AfterCommit;
 
+    /// <summary>Where holds and retries are counted (PipelineMetrics.Watch sets it).</summary>
+    internal PipelineMetrics? Metrics;
+
     public CampaignLedger(NpgsqlDataSource dataSource, string where, string consumerGroup, int retryBackoffMaxMs)
     {
         _dataSource = dataSource;
@@ -95,6 +98,7 @@ internal sealed class CampaignLedger : IDisposable
             {
                 WriteOnce(entries, from, to, trigger, committed, decisions);
                 if (backoff.Attempts > 0) Log.Info($"PostgreSQL is reachable again after {backoff.Elapsed.TotalSeconds:0.0}s (at {_where}); resuming");
+                Metrics?.Resumed("ledger");
                 AfterCommit?.Invoke();
                 return true;
             }
@@ -102,12 +106,14 @@ internal sealed class CampaignLedger : IDisposable
             {
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
                     $"PostgreSQL at {_where} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, retrying with back-off up to {_retryBackoffMaxMs} ms");
+                Metrics?.Retrying(FailureClass.Transient, "ledger");
                 if (!backoff.Wait(stop)) return false;
             }
             catch (PostgresException e) when (Failures.Classify(e) == FailureClass.PermanentForEvent)
             {
                 // Positions and pruning alone cannot be one event's fault: the database itself is wrong.
                 if (to == from) throw new DatabaseMisconfiguredException(Failures.DatabaseAdvice(e, _where), e);
+                Metrics?.Retrying(FailureClass.PermanentForEvent, "ledger");
                 if (to - from == 1)
                 {
                     decisions[from] = new Decision(Verdict.Rejected, 0, [], e.SqlState, $"PostgreSQL refused the event's rows: {e.SqlState}: {e.MessageText}");

@@ -67,11 +67,13 @@ internal sealed class Processor : IDisposable
             .Build();
         _idle = new IdleStop(stopWhenIdleSeconds, settings.Kafka, _consumer, _ledger, _committed);
         _capacity = new CapacityWatch(settings.Kafka, _consumer);
+        _stats.Metrics.Watch(settings, _committed, _ledger, _evaluator.Subscribers);
     }
 
     /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
     public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop)
     {
+        using var endpoint = MetricsEndpoint.Start(settings.Metrics); // up while connecting: alive, not ready
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
         PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
             TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
@@ -81,6 +83,7 @@ internal sealed class Processor : IDisposable
         using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
         settings = settings with { Kafka = slot.Apply(settings.Kafka) };
         using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
+        endpoint?.Attach(processor._stats.Metrics, new Health(settings, processor._stats.Metrics, stop));
         processor.Loop();
         return processor._stats;
     }
@@ -102,6 +105,7 @@ internal sealed class Processor : IDisposable
         var statsShown = "";
         while (!_stop.IsCancellationRequested)
         {
+            _stats.Metrics.LoopTurned();
             var batch = ConsumeBatch();
             if (batch.Messages.Count > 0)
             {
@@ -207,6 +211,7 @@ internal sealed class Processor : IDisposable
         try
         {
             var result = _consumer.Consume(timeout);
+            if (_hooks.PauseConsuming) return null; // test hook: in the group, owning partitions, committing nothing
             return result is { IsPartitionEOF: false } ? result : null;
         }
         catch (ConsumeException e) when (e.Error.IsFatal)
@@ -282,7 +287,7 @@ internal sealed class Processor : IDisposable
     /// <summary>Ledger writes run one at a time on one connection, each as soon as the one before it ends.</summary>
     private Task<Decision[]?> RecordAfter(Task<Decision[]?>? previous, Plan plan)
     {
-        Decision[]? Record() => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop);
+        Decision[]? Record() => _stats.Metrics.Timed("ledger_write", () => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop));
         return previous is null ? Task.Run(Record) : previous.ContinueWith(_ => Record(), TaskScheduler.Default);
     }
 
@@ -301,8 +306,9 @@ internal sealed class Processor : IDisposable
             try
             {
                 AwaitTopicLimits();
-                var plan = _evaluator.Evaluate(batch, _limits.Output);
+                var plan = _stats.Metrics.Timed("evaluate", () => _evaluator.Evaluate(batch, _limits.Output));
                 if (backoff.Attempts > 0) Log.Info("PostgreSQL is reachable again; resuming");
+                _stats.Metrics.Resumed("evaluate");
                 return plan;
             }
             catch (Exception e) when (Failures.Classify(e) == FailureClass.Transient)
@@ -310,6 +316,7 @@ internal sealed class Processor : IDisposable
                 Log.WarnEvery(TimeSpan.FromSeconds(30), "postgres",
                     $"PostgreSQL at {_settings.Postgres.Describe()} failed (transient: {PostgresDatabase.Describe(e)}); holding the batch, " +
                     $"retrying with back-off up to {_settings.Processing.RetryBackoffMaxMs} ms");
+                _stats.Metrics.Retrying(FailureClass.Transient, "evaluate");
                 // No reason to keep the batches before this one waiting as well; if they fail, all are read again.
                 if (!FinishAll(alsoRewind: batch)) return null;
                 if (!backoff.Wait(_stop)) { Rewind(batch); return null; }
@@ -339,6 +346,7 @@ internal sealed class Processor : IDisposable
             var counts = ProduceOutput(plan, decisions);
             _hooks.BeforeKafkaCommit();
             Commit(batch);
+            _stats.Metrics.PhaseTook("kafka_transaction", opened.Elapsed);
             _committed.Add(batch.NextOffsets);
             _stats.Committed(batch.Messages.Count, counts, _ledger.RowsInserted, batch.Clock.Elapsed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
             if (_stats.Transactions == 1)
@@ -422,7 +430,8 @@ internal sealed class Processor : IDisposable
         }
         var dlq = new TopicPartition(k.DlqTopic, Partition.Any);
         foreach (var letter in deadLetters) Produce(dlq, DeadLetters.ToRecord(letter, _limits.Dlq));
-        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps);
+        return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps,
+            deadLetters.ConvertAll(d => d.MetricReason));
     }
 
     private void Produce(TopicPartition destination, Message<byte[], byte[]> message)
@@ -607,6 +616,7 @@ internal sealed class Processor : IDisposable
         // Cooperative rebalancing: `assigned` holds only the partitions added; those already owned stay as they are.
         _idle.Assigned(assigned.Count > 0 || _consumer.Assignment.Count > 0);
         if (assigned.Count == 0) return [];
+        _stats.Metrics.Assigned(assigned);
         var (offsets, fromRecord) = StartingOffsets(assigned);
         Log.Info($"assigned partitions [{Partitions(assigned)}]; holding [{Partitions(_consumer.Assignment.Concat(assigned))}]" +
                  (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
@@ -662,6 +672,7 @@ internal sealed class Processor : IDisposable
     {
         var partitions = revoked.ToHashSet();
         if (partitions.Count == 0) return;
+        _stats.Metrics.Revoked(partitions);
         FinishAll();
         RecordPositionsNow(); // for brokers that keep no transactional offsets
         _idle.Assigned(_consumer.Assignment.Any(tp => !partitions.Contains(tp)));
@@ -687,6 +698,7 @@ internal sealed class Processor : IDisposable
         _ledger.Dispose();
         _idle.Dispose();
         _capacity.Dispose();
+        _stats.Metrics.Dispose();
         _consumer.Dispose();
         _producer.Dispose();
     }

@@ -1,17 +1,23 @@
 namespace PromoStream;
 
 /// <summary>What one committed batch did: events by outcome, notifications sent, rows inserted.</summary>
+/// <param name="DeadLetterReasons">Each dead letter's <see cref="DeadLetter.MetricReason"/>.</param>
 internal sealed record CountsOfBatch(long Notified, long Replayed, long Duplicates, long Inactive, long NoSubscribers, long DeadLetters,
-    long Notifications, List<long> OutputTimestampsMs);
+    long Notifications, List<long> OutputTimestampsMs, IReadOnlyList<string> DeadLetterReasons);
 
-/// <summary>Counters for the stats line, and the end-to-end latency of committed output.</summary>
+/// <summary>Counters for the stats line and the metrics, and the end-to-end latency of committed output.</summary>
 internal sealed class ProcessorStats
 {
+    public ProcessorStats() => Metrics = new PipelineMetrics(this);
+
+    /// <summary>The same counts, and more, as .NET metrics (Meter "PromoStream").</summary>
+    public PipelineMetrics Metrics { get; }
+
     // One bucket per millisecond up to a minute: exact percentiles in fixed memory however long the stream.
     private readonly long[] _latencyMs = new long[60_001];
     private readonly System.Diagnostics.Stopwatch _sinceStart = System.Diagnostics.Stopwatch.StartNew();
 
-    public long Consumed, Invalid, Inactive, Duplicates, Replayed, NoSubscribers, Notifications, Rows, Transactions, Aborts;
+    public long Consumed, Notified, Invalid, Inactive, Duplicates, Replayed, NoSubscribers, Notifications, Rows, Transactions, Aborts;
     public double LastBatchMs;
     public TimeSpan? FirstInputAt, LastCommitAt;
 
@@ -20,11 +26,12 @@ internal sealed class ProcessorStats
         var now = _sinceStart.Elapsed;
         FirstInputAt ??= now - batchTime;
         LastCommitAt = now;
-        Consumed += consumed; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
+        Consumed += consumed; Notified += c.Notified; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
         NoSubscribers += c.NoSubscribers; Notifications += c.Notifications; Rows = rowsInserted;
         Transactions++;
         LastBatchMs = batchTime.TotalMilliseconds;
         foreach (var t in c.OutputTimestampsMs) _latencyMs[Math.Clamp(committedAtMs - t, 0, _latencyMs.Length - 1)]++;
+        Metrics.Committed(c, committedAtMs);
     }
 
     public void Aborted() => Interlocked.Increment(ref Aborts);

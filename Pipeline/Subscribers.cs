@@ -15,17 +15,30 @@ internal sealed class SubscriberDirectory(NpgsqlDataSource dataSource, TimeSpan 
     private readonly Func<long> _clock = clock ?? (() => Environment.TickCount64);
     private long _lastPruneMs;
 
-    public int CachedRestaurants => _byRestaurant.Count;
+    private volatile int _cachedRestaurants;
+    private double _oldestUsedAgeSeconds;
+
+    /// <summary>Read by the metrics from another thread, hence a copy rather than the dictionary's own count.</summary>
+    public int CachedRestaurants => _cachedRestaurants;
+
+    /// <summary>How old the oldest list the latest batch used was when used: at most the refresh interval.</summary>
+    public double OldestUsedAgeSeconds => Volatile.Read(ref _oldestUsedAgeSeconds);
 
     /// <summary>Loads, in one query, every restaurant of the batch whose cached list is missing or stale.</summary>
     public void Prepare(IReadOnlyCollection<string> restaurantIds)
     {
         var now = _clock();
         var stale = new List<string>();
+        var oldest = now;
         foreach (var id in restaurantIds)
+        {
             if (!_byRestaurant.TryGetValue(id, out var e) || IsStale(e, now)) stale.Add(id);
+            else oldest = Math.Min(oldest, e.LoadedAtMs);
+        }
         if (stale.Count > 0) Load(stale, now);
         PruneOccasionally(now);
+        _cachedRestaurants = _byRestaurant.Count;
+        if (restaurantIds.Count > 0) Volatile.Write(ref _oldestUsedAgeSeconds, (now - oldest) / 1000.0);
     }
 
     /// <summary>The distinct clients of a restaurant; call Prepare for the batch first.</summary>

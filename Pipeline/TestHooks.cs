@@ -15,9 +15,16 @@ internal sealed class TestHooks
 
     private TestHooks(string? point, int at) => (_point, _at) = (point, at);
 
+    /// <summary>
+    /// PROMOSTREAM_TEST_PAUSE_CONSUMING=1: the processor joins the group and owns its partitions but processes nothing
+    /// (what it reads is dropped, nothing is committed), so the input waits and its lag can be measured.
+    /// </summary>
+    public bool PauseConsuming { get; } = Environment.GetEnvironmentVariable("PROMOSTREAM_TEST_PAUSE_CONSUMING") == "1";
+
     public static TestHooks FromEnvironment()
     {
         var value = Environment.GetEnvironmentVariable("PROMOSTREAM_TEST_KILL_AT");
+        if (Environment.GetEnvironmentVariable("PROMOSTREAM_TEST_PAUSE_CONSUMING") == "1") Log.Warn("test hook: this process consumes nothing");
         if (string.IsNullOrEmpty(value)) return new TestHooks(null, 0);
         var parts = value.Split(':');
         if (parts.Length != 2 || parts[0] is not ("ledger-commit" or "kafka-commit") || !int.TryParse(parts[1], out var at) || at < 1)

@@ -30,7 +30,13 @@ internal sealed record ProcessingSettings(
     int BatchMaxEvents, int BatchMaxMs, int SubscribersRefreshSeconds,
     int StatsIntervalSeconds, int RetryBackoffMaxMs, bool Transactions);
 
-internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, ProcessingSettings Processing)
+/// <summary>The HTTP endpoint for /metrics, /healthz and /readyz (docs/ops-metrics.md); Port 0 = no endpoint.</summary>
+internal sealed record MetricsSettings(int Port, string Bind, int ReadyMaxHoldSeconds, int StuckAfterSeconds)
+{
+    public static readonly MetricsSettings Off = new(0, "0.0.0.0", 30, 120);
+}
+
+internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, ProcessingSettings Processing, MetricsSettings Metrics)
 {
     public const string EnvPrefix = "PROMOSTREAM__";
 
@@ -66,6 +72,10 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["processing.stats_interval_seconds"] = "5",
         ["processing.retry_backoff_max_ms"] = "10000",
         ["processing.transactions"] = "true",
+        ["metrics.port"] = "0",
+        ["metrics.bind"] = "0.0.0.0",
+        ["metrics.ready_max_hold_seconds"] = "30",
+        ["metrics.stuck_after_seconds"] = "120",
     };
 
     /// <summary>Keys of earlier versions that mean nothing now: accepted with a warning, so an upgrade does not stop on them.</summary>
@@ -112,12 +122,12 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
             return values;
         if (stream.Documents[0].RootNode is not YamlMappingNode root)
-            throw new ConfigException($"{source}: the top level must be a mapping of sections (kafka, postgres, processing)");
+            throw new ConfigException($"{source}: the top level must be a mapping of sections (kafka, postgres, processing, metrics)");
         foreach (var (sectionNode, body) in root.Children)
         {
             var section = ((YamlScalarNode)sectionNode).Value ?? "";
             if (!Keys.Keys.Any(k => k.StartsWith(section + ".", StringComparison.Ordinal)))
-                throw new ConfigException($"{source}: unknown section '{section}' (known: kafka, postgres, processing)");
+                throw new ConfigException($"{source}: unknown section '{section}' (known: kafka, postgres, processing, metrics)");
             if (body is YamlScalarNode { Value: null or "" }) continue;
             if (body is not YamlMappingNode mapping)
                 throw new ConfigException($"{source}: section '{section}' must be a mapping of keys");
@@ -210,7 +220,12 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             StatsIntervalSeconds: read.Int("processing.stats_interval_seconds", 1, 3600),
             RetryBackoffMaxMs: read.Int("processing.retry_backoff_max_ms", 10, 600_000),
             Transactions: read.Bool("processing.transactions"));
-        return new Settings(kafka, postgres, processing);
+        var metrics = new MetricsSettings(
+            Port: read.Int("metrics.port", 0, 65535),
+            Bind: read.IpAddress("metrics.bind"),
+            ReadyMaxHoldSeconds: read.Int("metrics.ready_max_hold_seconds", 1, 86400),
+            StuckAfterSeconds: read.Int("metrics.stuck_after_seconds", 5, 86400));
+        return new Settings(kafka, postgres, processing, metrics);
     }
 
     /// <summary>"{hostname}" in an id becomes this machine's name: one config file, a distinct stable id per host or pod.</summary>
@@ -247,6 +262,14 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
                 throw new ConfigException($"{Named(key)} must be an integer, got '{text}'");
             if (n < min || n > max) throw new ConfigException($"{Named(key)} must be between {min} and {max}, got {n}");
             return n;
+        }
+
+        public string IpAddress(string key)
+        {
+            var text = String(key);
+            if (!System.Net.IPAddress.TryParse(text, out _))
+                throw new ConfigException($"{Named(key)} must be an IP address to listen on (0.0.0.0: every interface, 127.0.0.1: this machine only), got '{text}'");
+            return text;
         }
 
         public bool Bool(string key) => String(key).ToLowerInvariant() switch

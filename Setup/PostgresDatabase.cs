@@ -15,7 +15,8 @@ internal sealed class PostgresDatabase : IDisposable
 
     public NpgsqlDataSource DataSource => _dataSource;
 
-    public static NpgsqlDataSource CreateDataSource(string connectionString)
+    /// <param name="adjust">Changes for a connection with other needs (the readiness probe's short timeouts).</param>
+    public static NpgsqlDataSource CreateDataSource(string connectionString, Action<NpgsqlConnectionStringBuilder>? adjust = null)
     {
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
         if (builder.Timeout == 15) builder.Timeout = 5; // a dead database should be noticed quickly; retries are ours
@@ -24,6 +25,7 @@ internal sealed class PostgresDatabase : IDisposable
         // users who want GSS encryption say so in the connection string.
         if (!System.Text.RegularExpressions.Regex.IsMatch(connectionString, @"gss\s*enc", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
             builder.GssEncryptionMode = GssEncryptionMode.Disable;
+        adjust?.Invoke(builder);
         return NpgsqlDataSource.Create(builder.ConnectionString);
     }
 

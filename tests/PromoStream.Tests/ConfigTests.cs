@@ -33,6 +33,7 @@ public class ConfigTests
         Assert.Equal(30, s.Processing.SubscribersRefreshSeconds);
         Assert.True(s.Kafka.CreateTopics);
         Assert.True(s.Processing.Transactions);
+        Assert.Equal(new MetricsSettings(Port: 0, Bind: "0.0.0.0", ReadyMaxHoldSeconds: 30, StuckAfterSeconds: 120), s.Metrics);
     }
 
     [Theory]
@@ -52,7 +53,9 @@ public class ConfigTests
     [InlineData("processing:\n  transactions: maybe", "processing.transactions")]
     [InlineData("processing:\n  batch_size: 10", "processing.batch_size")]
     [InlineData("processing:\n  subscribers_refresh_seconds: [1, 2]", "processing.subscribers_refresh_seconds")]
-    [InlineData("metrics:\n  port: 1", "metrics")]
+    [InlineData("monitoring:\n  port: 1", "monitoring")]
+    [InlineData("metrics:\n  port: 70000", "metrics.port")]
+    [InlineData("metrics:\n  bind: localhost", "metrics.bind")]
     public void WrongTypeOrUnknownKeyIsNamed(string extra, string named)
     {
         var e = Assert.Throws<ConfigException>(() => Load(Valid + "\n" + extra));
@@ -84,9 +87,13 @@ public class ConfigTests
     [Fact]
     public void EnvironmentOverridesTheFile()
     {
-        var s = Load(Valid, new() { ["PROMOSTREAM__KAFKA__INPUT_TOPIC"] = "from-env", ["PROMOSTREAM__PROCESSING__BATCH_MAX_MS"] = "250" });
+        var s = Load(Valid, new()
+        {
+            ["PROMOSTREAM__KAFKA__INPUT_TOPIC"] = "from-env", ["PROMOSTREAM__PROCESSING__BATCH_MAX_MS"] = "250", ["PROMOSTREAM__METRICS__PORT"] = "9464",
+        });
         Assert.Equal("from-env", s.Kafka.InputTopic);
         Assert.Equal(250, s.Processing.BatchMaxMs);
+        Assert.Equal(9464, s.Metrics.Port);
     }
 
     [Fact]
