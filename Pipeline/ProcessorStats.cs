@@ -11,7 +11,7 @@ internal sealed class ProcessorStats
     private readonly long[] _latencyMs = new long[60_001];
     private readonly System.Diagnostics.Stopwatch _sinceStart = System.Diagnostics.Stopwatch.StartNew();
 
-    public long Consumed, Invalid, Inactive, Duplicates, Replayed, NoSubscribers, Notifications, Rows, Transactions, Aborts;
+    public long Consumed, Notified, Invalid, Inactive, Duplicates, Replayed, NoSubscribers, Notifications, Rows, Transactions, Aborts;
     public double LastBatchMs;
     public TimeSpan? FirstInputAt, LastCommitAt;
 
@@ -20,7 +20,7 @@ internal sealed class ProcessorStats
         var now = _sinceStart.Elapsed;
         FirstInputAt ??= now - batchTime;
         LastCommitAt = now;
-        Consumed += consumed; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
+        Consumed += consumed; Notified += c.Notified; Invalid += c.DeadLetters; Inactive += c.Inactive; Duplicates += c.Duplicates; Replayed += c.Replayed;
         NoSubscribers += c.NoSubscribers; Notifications += c.Notifications; Rows = rowsInserted;
         Transactions++;
         LastBatchMs = batchTime.TotalMilliseconds;
