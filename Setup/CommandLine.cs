@@ -219,8 +219,10 @@ internal sealed class CommandLine
     public DateTimeOffset? Time(string flag)
     {
         if (!_values.TryGetValue(flag, out var text)) return null;
-        if (long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds <= 253_402_300_799)
-            return DateTimeOffset.FromUnixTimeSeconds(seconds);
+        // Digits alone are Unix seconds; a short number ("2025") is more likely a year than a moment in 1970.
+        if (long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds))
+            return seconds is >= 100_000_000 and <= 253_402_300_799 ? DateTimeOffset.FromUnixTimeSeconds(seconds)
+                : throw new UsageException($"{flag} must be a time, ISO 8601 (2025-03-01T12:00:00Z) or Unix seconds (at least 9 digits), got '{text}'");
         if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time))
             return time;
         throw new UsageException($"{flag} must be a time, ISO 8601 (2025-03-01T12:00:00Z) or Unix seconds, got '{text}'");

@@ -71,6 +71,7 @@ public sealed class RedriveTests(ITestOutputHelper output) : IDisposable
         [
             (["--redrive-dlq", "--sqlstate", "235"], "--sqlstate"),
             (["--redrive-dlq", "--since", "yesterday"], "--since"),
+            (["--redrive-dlq", "--until", "2025"], "--until"),
             (["--redrive-dlq", "--since", "2026-01-01", "--until", "2025-01-01"], "--since must be before --until"),
             (["--redrive"], "did you mean --redrive-dlq?"),
             (["--redrive-dlq", "--dryrun"], "did you mean --dry-run?"),
