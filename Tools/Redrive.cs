@@ -35,35 +35,33 @@ internal static class Redrive
         PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
         new PostgresDatabase(dataSource).CheckSchema();
         var run = new RedriveRun(dataSource, k);
-        var now = CaptureEnds(k, dlq.Partitions.Select(p => new TopicPartition(k.InputTopic, p.PartitionId)));
-        var unfinished = run.UnfinishedEnds();
-        // A run that was stopped or killed is finished up to the ends it started with: its own dead letters, written
-        // after those, are the next run's, not fed again now.
-        var ends = unfinished.Count == 0 ? now
-            : now.ToDictionary(e => e.Key, e => Math.Min(e.Value, unfinished.GetValueOrDefault(e.Key.Partition.Value, 0)));
+        var (ends, unfinished) = run.Ends(CaptureEnds(k, dlq.Partitions.Select(p => new TopicPartition(k.InputTopic, p.PartitionId))));
         var selection = new RedriveSelection(filter, ends);
         Log.Info($"redrive{(dryRun ? " (dry run)" : "")}: {k.InputTopic} up to the end offsets [{RedriveSelection.DescribeEnds(ends)}] (partition:offset) " +
-                 (unfinished.Count == 0 ? "it has now" : "of the unfinished run before, which this one completes") +
-                 $"; selecting {filter}; consumer group {k.GroupId}");
-        if (dryRun)
-        {
-            ReadWithoutWriting(settings, dataSource, selection, stop);
-            Console.WriteLine($"redrive dry-run: would_redrive={selection.Selected} skipped_by_filter={selection.SkippedByFilter} cut={selection.Cut} " +
-                              $"complete={Flag(selection.AllRead())} (nothing written: no rows, no records, no committed offsets)");
-        }
-        else
-        {
-            if (unfinished.Count == 0) run.Begin(ends);
-            var stats = Processor.Run(settings, stopWhenIdleSeconds: null, stop, selection);
-            if (selection.Completed) run.Finish();
-            Console.WriteLine($"redrive: redriven={stats.Consumed} notified={stats.Notified} duplicate={stats.Duplicates} " +
-                              $"dead_lettered_again={stats.Invalid} skipped_by_filter={selection.SkippedByFilter} cut={selection.Cut} " +
-                              $"replayed={stats.Replayed} inactive={stats.Inactive} no_subscribers={stats.NoSubscribers} " +
-                              $"notifications={stats.Notifications} complete={Flag(selection.Completed)}");
-            if (!selection.Completed) Log.Warn("redrive: stopped before the end; run it again to resume from its committed position");
-        }
+                 (unfinished ? "of the unfinished run before, which this one completes" : "it has now") + $"; selecting {filter}; consumer group {k.GroupId}");
+        Console.WriteLine(dryRun ? DryRun(settings, dataSource, selection, stop) : RedriveOnce(settings, run, selection, stop));
         Console.Write(ByReason(selection));
         return 0;
+    }
+
+    /// <summary>The processor's loop on the DLQ, until the selection says the run is over; its summary line.</summary>
+    private static string RedriveOnce(Settings settings, RedriveRun run, RedriveSelection selection, CancellationToken stop)
+    {
+        run.Begin(selection.Ends);
+        var stats = Processor.Run(settings, stopWhenIdleSeconds: null, stop, selection);
+        if (selection.Completed) run.Finish();
+        else Log.Warn("redrive: stopped before the end; run it again to resume from its committed position, up to the same end");
+        return $"redrive: redriven={stats.Consumed} notified={stats.Notified} duplicate={stats.Duplicates} " +
+               $"dead_lettered_again={stats.Invalid} skipped_by_filter={selection.SkippedByFilter} cut={selection.Cut} " +
+               $"replayed={stats.Replayed} inactive={stats.Inactive} no_subscribers={stats.NoSubscribers} " +
+               $"notifications={stats.Notifications} complete={Flag(selection.Completed)}";
+    }
+
+    private static string DryRun(Settings settings, NpgsqlDataSource dataSource, RedriveSelection selection, CancellationToken stop)
+    {
+        ReadWithoutWriting(settings, dataSource, selection, stop);
+        return $"redrive dry-run: would_redrive={selection.Selected} skipped_by_filter={selection.SkippedByFilter} cut={selection.Cut} " +
+               $"complete={Flag(selection.AllRead())} (nothing written: no rows, no records, no committed offsets)";
     }
 
     /// <summary>
@@ -176,7 +174,18 @@ internal sealed class RedriveRun(NpgsqlDataSource dataSource, KafkaSettings redr
 {
     private readonly string _key = redrive.GroupId + ":run-ends";
 
-    public Dictionary<int, long> UnfinishedEnds()
+    /// <summary>
+    /// The end offsets of this run: those of the unfinished run before it, if there is one (never beyond the DLQ's
+    /// ends now, should the topic have been recreated; a partition added since is not that run's); else the DLQ's now.
+    /// </summary>
+    public (Dictionary<TopicPartition, long> Ends, bool Unfinished) Ends(Dictionary<TopicPartition, long> now)
+    {
+        var unfinished = UnfinishedEnds();
+        if (unfinished.Count == 0) return (now, false);
+        return (now.ToDictionary(e => e.Key, e => Math.Min(e.Value, unfinished.GetValueOrDefault(e.Key.Partition.Value, 0))), true);
+    }
+
+    private Dictionary<int, long> UnfinishedEnds()
     {
         using var command = dataSource.CreateCommand(
             "SELECT partition, next_offset FROM public.promostream_input_positions WHERE consumer_group = $1 AND topic = $2");
@@ -188,6 +197,7 @@ internal sealed class RedriveRun(NpgsqlDataSource dataSource, KafkaSettings redr
         return ends;
     }
 
+    /// <summary>Before the first batch; again when resuming, which leaves the same ends.</summary>
     public void Begin(IReadOnlyDictionary<TopicPartition, long> ends)
     {
         using var command = dataSource.CreateCommand("""
