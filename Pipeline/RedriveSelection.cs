@@ -84,7 +84,6 @@ internal sealed class RedriveSelection(RedriveFilter filter, IReadOnlyDictionary
     private readonly HashSet<TopicPartition> _reachedEnd = [];
     private readonly Dictionary<string, long> _selectedByReason = new(StringComparer.Ordinal);
 
-    public RedriveFilter Filter => filter;
     public IReadOnlyDictionary<TopicPartition, long> Ends => ends;
     public long Selected { get; private set; }
     public long SkippedByFilter { get; private set; }
