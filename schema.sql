@@ -56,7 +56,9 @@ CREATE TABLE IF NOT EXISTS public.promostream_ledger (
 CREATE INDEX IF NOT EXISTS promostream_ledger_end ON public.promostream_ledger (adv_campaign_datetime_end);
 
 -- The input position each Kafka commit reached, per consumer group: where the group itself has no committed offset
--- (a broker that keeps none for transactions, expired offsets), the processor resumes from here.
+-- (a broker that keeps none for transactions, expired offsets), the processor resumes from here. A DLQ redrive
+-- (--redrive-dlq) records its own group's (GROUP-redrive) here, and while a run is unfinished keeps that run's end
+-- offsets under the name GROUP-redrive:run-ends.
 CREATE TABLE IF NOT EXISTS public.promostream_input_positions (
     consumer_group  text        NOT NULL,
     topic           text        NOT NULL,

@@ -14,9 +14,20 @@ internal sealed class Batch
     public void Add(ConsumeResult<byte[]?, byte[]?> m)
     {
         Messages.Add(m);
+        Cover(m);
+    }
+
+    /// <summary>A record read but not fed (a redrive's filter): the committed position moves past it all the same.</summary>
+    public void PassOver(ConsumeResult<byte[]?, byte[]?> m) => Cover(m);
+
+    private void Cover(ConsumeResult<byte[]?, byte[]?> m)
+    {
         FirstOffsets.TryAdd(m.TopicPartition, m.Offset.Value);
         NextOffsets[m.TopicPartition] = m.Offset.Value + 1;
     }
+
+    /// <summary>Nothing fed and nothing passed over: no position to commit.</summary>
+    public bool IsEmpty => NextOffsets.Count == 0;
 
     public void DropPartitions(IReadOnlySet<TopicPartition> partitions)
     {

@@ -12,7 +12,8 @@ internal sealed class FatalKafkaException(string message, Exception inner) : Exc
 /// mirrors: the ledger (Ledger.cs) decides each event and writes its rows in one PostgreSQL transaction; only after
 /// that commit does the batch's Kafka transaction begin, carrying exactly the decided notifications, the dead letters
 /// and the consumer offsets. A batch whose Kafka transaction does not commit is read again from the last committed
-/// position, and the ledger recognises it: same input position, same stored rows, sent again.
+/// position, and the ledger recognises it: same input position, same stored rows, sent again. A DLQ redrive is this
+/// same loop reading the DLQ, with a <see cref="RedriveSelection"/> choosing the records it feeds and ending the run.
 /// </summary>
 internal sealed class Processor : IDisposable
 {
@@ -30,6 +31,7 @@ internal sealed class Processor : IDisposable
     private readonly ProcessorStats _stats = new();
     private readonly Backoff _abortBackoff;
     private readonly TestHooks _hooks = TestHooks.FromEnvironment();
+    private readonly RedriveSelection? _redrive;
     private IProducer<byte[], byte[]> _producer;
     private Task<TopicLimits>? _limitsLookup;
     private TopicLimits _limits;
@@ -45,9 +47,11 @@ internal sealed class Processor : IDisposable
 
     public ProcessorStats Stats => _stats;
 
-    private Processor(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, Npgsql.NpgsqlDataSource dataSource)
+    private Processor(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, Npgsql.NpgsqlDataSource dataSource,
+        RedriveSelection? redrive)
     {
         _settings = settings;
+        _redrive = redrive;
         _stop = stop;
         _transactional = settings.Processing.Transactions;
         _ledger = new CampaignLedger(dataSource, settings.Postgres.Describe(), settings.Kafka.GroupId, settings.Processing.RetryBackoffMaxMs);
@@ -59,7 +63,10 @@ internal sealed class Processor : IDisposable
         var producerLimit = settings.Kafka.MaxMessageBytes + Kafka.Headroom;
         _limits = new TopicLimits(producerLimit, producerLimit);
         _producer = BuildProducer();
-        _consumer = new ConsumerBuilder<byte[]?, byte[]?>(Kafka.Consumer(settings.Kafka))
+        var consumerConfig = Kafka.Consumer(settings.Kafka);
+        // A redrive must hear that a partition has nothing more, also one it starts at the end of.
+        consumerConfig.EnablePartitionEof = redrive is not null;
+        _consumer = new ConsumerBuilder<byte[]?, byte[]?>(consumerConfig)
             .SetLogHandler(OnKafkaLog).SetErrorHandler((_, e) => OnKafkaError("consumer", e))
             .SetPartitionsAssignedHandler((_, assigned) => OnAssigned(assigned))
             .SetPartitionsRevokedHandler((_, revoked) => OnRevoked(revoked.Select(r => r.TopicPartition)))
@@ -70,8 +77,10 @@ internal sealed class Processor : IDisposable
         _stats.Metrics.Watch(settings, _committed, _ledger, _evaluator.Subscribers);
     }
 
-    /// <summary>Connects, checks, and runs until stopped or idle. Throws for the caller to turn into an exit code.</summary>
-    public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop)
+    /// <summary>
+    /// Connects, checks, and runs until stopped, idle, or (a redrive) done. Throws for the caller to turn into an exit code.
+    /// </summary>
+    public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, RedriveSelection? redrive = null)
     {
         using var endpoint = MetricsEndpoint.Start(settings.Metrics); // up while connecting: alive, not ready
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
@@ -82,7 +91,7 @@ internal sealed class Processor : IDisposable
         Kafka.EnsureTopics(settings.Kafka);
         using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
         settings = settings with { Kafka = slot.Apply(settings.Kafka) };
-        using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource);
+        using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource, redrive);
         endpoint?.Attach(processor._stats.Metrics, new Health(settings, processor._stats.Metrics, stop));
         processor.Loop();
         return processor._stats;
@@ -107,7 +116,7 @@ internal sealed class Processor : IDisposable
         {
             _stats.Metrics.LoopTurned();
             var batch = ConsumeBatch();
-            if (batch.Messages.Count > 0)
+            if (!batch.IsEmpty)
             {
                 Step(batch);
                 _idle.Activity();
@@ -115,12 +124,13 @@ internal sealed class Processor : IDisposable
             else FinishAll(); // no next batch to overlap with: finish these now
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
-                var line = _stats.Line();
+                var line = _stats.Line() + _redrive?.Progress();
                 if (line != statsShown) Log.Info(statsShown = line); // an idle stream does not repeat itself
                 lastStats.Restart();
             }
             _capacity.CheckNowAndThen();
             if (_idle.ShouldStop()) { Log.Info($"input drained and no input for {_idle.Seconds}s; stopping"); break; }
+            if (_inFlight.Count == 0 && _redrive?.Done(_committed) == true) { Log.Info("redrive: every DLQ partition read and committed up to its end at start; stopping"); break; }
         }
         FinishAll();
         RecordPositionsNow();
@@ -187,7 +197,7 @@ internal sealed class Processor : IDisposable
         var first = ConsumeOne(TimeSpan.FromMilliseconds(200));
         if (first is null) return;
         batch.Clock.Restart();
-        batch.Add(first);
+        Take(batch, first);
         var maxWait = TimeSpan.FromMilliseconds(_settings.Processing.BatchMaxMs);
         while (batch.Messages.Count < _settings.Processing.BatchMaxEvents)
         {
@@ -200,7 +210,18 @@ internal sealed class Processor : IDisposable
                 next = ConsumeOne(left < PendingPollInterval ? left : PendingPollInterval);
                 if (next is null) continue;
             }
-            batch.Add(next);
+            Take(batch, next);
+        }
+    }
+
+    /// <summary>A redrive feeds only the records it selects; those it passes over move its position all the same.</summary>
+    private void Take(Batch batch, ConsumeResult<byte[]?, byte[]?> message)
+    {
+        switch (_redrive?.Judge(message) ?? Selection.Feed)
+        {
+            case Selection.Feed: batch.Add(message); break;
+            case Selection.PassOver: batch.PassOver(message); break;
+            case Selection.Beyond: break; // after the end captured at the redrive's start: the next run's
         }
     }
 
@@ -212,6 +233,7 @@ internal sealed class Processor : IDisposable
         {
             var result = _consumer.Consume(timeout);
             if (_hooks.PauseConsuming) return null; // test hook: in the group, owning partitions, committing nothing
+            if (result is { IsPartitionEOF: true }) _redrive?.ReachedEnd(result.TopicPartitionOffset);
             return result is { IsPartitionEOF: false } ? result : null;
         }
         catch (ConsumeException e) when (e.Error.IsFatal)

@@ -4,7 +4,7 @@ namespace PromoStream;
 
 internal sealed class UsageException(string message) : Exception(message);
 
-internal enum Mode { Help, Process, Produce, Demo, Dev, Broker, InitDb, Bench }
+internal enum Mode { Help, Process, Produce, Demo, Dev, Broker, InitDb, Bench, RedriveDlq }
 
 /// <summary>The parsed command line: one mode and its options, each checked against the flags that mode takes.</summary>
 internal sealed class CommandLine
@@ -13,12 +13,13 @@ internal sealed class CommandLine
     {
         ["--help"] = Mode.Help, ["-h"] = Mode.Help, ["--process"] = Mode.Process, ["--produce"] = Mode.Produce,
         ["--demo"] = Mode.Demo, ["--dev"] = Mode.Dev, ["--broker"] = Mode.Broker, ["--init-db"] = Mode.InitDb, ["--bench"] = Mode.Bench,
+        ["--redrive-dlq"] = Mode.RedriveDlq,
     };
 
     /// <summary>Flags that take a value, and the modes they belong to.</summary>
     private static readonly Dictionary<string, Mode[]> ValueFlags = new()
     {
-        ["--config"] = [Mode.Process, Mode.Produce, Mode.Broker, Mode.InitDb],
+        ["--config"] = [Mode.Process, Mode.Produce, Mode.Broker, Mode.InitDb, Mode.RedriveDlq],
         ["--stop-when-idle"] = [Mode.Process],
         ["--broker-file"] = [Mode.Broker],
         ["--partitions"] = [Mode.Broker, Mode.Bench],
@@ -38,11 +39,16 @@ internal sealed class CommandLine
         ["--latency-seconds"] = [Mode.Bench],
         ["--scale"] = [Mode.Bench],
         ["--rounds"] = [Mode.Bench],
+        ["--reason"] = [Mode.RedriveDlq],
+        ["--sqlstate"] = [Mode.RedriveDlq],
+        ["--since"] = [Mode.RedriveDlq],
+        ["--until"] = [Mode.RedriveDlq],
     };
 
     private static readonly Dictionary<string, Mode[]> SwitchFlags = new()
     {
         ["--no-eos-compare"] = [Mode.Bench],
+        ["--dry-run"] = [Mode.RedriveDlq],
     };
 
     public const string Help = """
@@ -60,6 +66,8 @@ internal sealed class CommandLine
           --broker             only the embedded Kafka, in this process, until stopped; prints its bootstrap address
                                (creates the topics of --config FILE, or the default ones without it)
           --init-db            apply schema.sql (idempotent) and exit
+          --redrive-dlq        feed the DLQ's dead letters back through the pipeline once (after their cause is fixed),
+                               up to the DLQ's end at start; exits 0 with a summary
           --bench              the benchmark on the embedded stack (use -c Release)
           --help               this text
 
@@ -68,6 +76,16 @@ internal sealed class CommandLine
 
         --process:
           --stop-when-idle S   commit what is in flight and exit 0 once no input arrived for S seconds
+
+        --redrive-dlq:
+          --reason TEXT        only letters whose dlq.reason contains TEXT (any case)
+          --sqlstate CODE      only letters with this dlq.sqlstate (5 characters, e.g. 23514), or of this class (2, e.g. 23)
+          --since TIME         only letters written to the DLQ at or after TIME (ISO 8601 such as 2025-03-01T12:00:00Z,
+                               UTC when no offset is given, or Unix seconds)
+          --until TIME         only letters written to the DLQ before TIME
+          --dry-run            only count what would be redriven, by reason; writes nothing and commits no position
+          Letters the filters leave out are passed over (this redrive's position moves past them); letters stored
+          cut are never fed, only counted.
 
         --broker:
           --broker-file FILE   also write the bootstrap address to FILE
@@ -123,7 +141,7 @@ internal sealed class CommandLine
         {
             var unknown = args.FirstOrDefault(a => !ValueFlags.ContainsKey(a) && !SwitchFlags.ContainsKey(a));
             throw new UsageException(unknown is not null ? Unknown(unknown)
-                : "no mode given (one of --process, --produce, --demo, --dev, --broker, --init-db, --bench, --help)");
+                : "no mode given (one of --process, --produce, --demo, --dev, --broker, --init-db, --bench, --redrive-dlq, --help)");
         }
         if (modeFlags.Count > 1) throw new UsageException($"choose one mode, not {string.Join(" and ", modeFlags)}");
         var cli = new CommandLine { Mode = Modes[modeFlags[0]] };
@@ -153,10 +171,12 @@ internal sealed class CommandLine
     {
         var what = word.StartsWith('-') ? "unknown option" : "unexpected argument";
         var bare = word.TrimStart('-').ToLowerInvariant();
-        var closest = Modes.Keys.Concat(ValueFlags.Keys).Concat(SwitchFlags.Keys)
-            .Select(f => (Flag: f, Distance: EditDistance(bare, f.TrimStart('-'))))
-            .MinBy(c => c.Distance);
-        return closest.Distance <= Math.Max(1, bare.Length / 4) ? $"{what} '{word}'; did you mean {closest.Flag}?" : $"{what} '{word}'";
+        var flags = Modes.Keys.Concat(ValueFlags.Keys).Concat(SwitchFlags.Keys).ToList();
+        var closest = flags.Select(f => (Flag: f, Distance: EditDistance(bare, f.TrimStart('-')))).MinBy(c => c.Distance);
+        if (closest.Distance <= Math.Max(1, bare.Length / 4)) return $"{what} '{word}'; did you mean {closest.Flag}?";
+        // The first part of a longer flag ("--redrive" for --redrive-dlq) is as clear a hint, when only one flag has it.
+        var longer = flags.Where(f => bare.Length >= 4 && f.TrimStart('-').StartsWith(bare, StringComparison.Ordinal)).ToList();
+        return longer.Count == 1 ? $"{what} '{word}'; did you mean {longer[0]}?" : $"{what} '{word}'";
     }
 
     private static int EditDistance(string a, string b)
@@ -179,7 +199,7 @@ internal sealed class CommandLine
     private static void CheckMode(string flag, Mode[] modes, Mode mode)
     {
         if (mode != Mode.Help && !modes.Contains(mode))
-            throw new UsageException($"{flag} does not apply to --{mode.ToString().ToLowerInvariant().Replace("initdb", "init-db")}");
+            throw new UsageException($"{flag} does not apply to {Modes.First(m => m.Value == mode).Key}");
     }
 
     /// <summary>--config FILE, or null: then credentials.yaml in the working directory, or the environment alone.</summary>
@@ -193,6 +213,19 @@ internal sealed class CommandLine
         if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n < min || n > max)
             throw new UsageException($"{flag} must be a whole number from {min} to {max}, got '{text}'");
         return n;
+    }
+
+    /// <summary>An instant: ISO 8601 (UTC when it names no offset) or Unix seconds; null when the flag is absent.</summary>
+    public DateTimeOffset? Time(string flag)
+    {
+        if (!_values.TryGetValue(flag, out var text)) return null;
+        // Digits alone are Unix seconds; a short number ("2025") is more likely a year than a moment in 1970.
+        if (long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds))
+            return seconds is >= 100_000_000 and <= 253_402_300_799 ? DateTimeOffset.FromUnixTimeSeconds(seconds)
+                : throw new UsageException($"{flag} must be a time, ISO 8601 (2025-03-01T12:00:00Z) or Unix seconds (at least 9 digits), got '{text}'");
+        if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time))
+            return time;
+        throw new UsageException($"{flag} must be a time, ISO 8601 (2025-03-01T12:00:00Z) or Unix seconds, got '{text}'");
     }
 
     public double Fraction(string flag, double fallback)

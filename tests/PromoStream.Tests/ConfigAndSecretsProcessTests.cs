@@ -171,6 +171,9 @@ public sealed class ConfigErrorProcessTests(ITestOutputHelper output) : IDisposa
         { ["--broker", "--count", "5"], "--count" },
         { ["--init-db", "--stop-when-idle", "3"], "--stop-when-idle" },
         { ["--process", "--produce"], "--produce" },
+        { ["--redrive-dlq", "--sqlstate", "2351"], "--sqlstate" },
+        { ["--redrive-dlq", "--since", "soon"], "--since" },
+        { ["--process", "--dry-run"], "--dry-run" },
     };
 
     [Theory]
@@ -209,10 +212,11 @@ public sealed class ConfigErrorProcessTests(ITestOutputHelper output) : IDisposa
         {
             var (exit, text) = Run([flag]);
             Assert.Equal(0, exit);
-            string[] modes = ["--process", "--produce", "--demo", "--dev", "--broker", "--init-db", "--bench", "--help"];
+            string[] modes = ["--process", "--produce", "--demo", "--dev", "--broker", "--init-db", "--bench", "--redrive-dlq", "--help"];
             string[] flags = ["--config", "--stop-when-idle", "--broker-file", "--partitions", "--count", "--rate", "--duplicates",
                 "--malformed", "--expired", "--no-subscribers", "--restaurants", "--seed", "--seed-subscribers", "--file", "--expect-file",
-                "--events", "--subscriptions", "--latency-seconds", "--scale", "--no-eos-compare"];
+                "--events", "--subscriptions", "--latency-seconds", "--scale", "--no-eos-compare", "--reason", "--sqlstate", "--since", "--until",
+                "--dry-run"];
             foreach (var name in modes.Concat(flags)) Assert.True(text.Contains(name, StringComparison.Ordinal), $"{flag} does not list {name}");
             Assert.Contains("Exit codes", text);
         }
@@ -267,6 +271,7 @@ public sealed class SecretsProcessTests(ITestOutputHelper output) : IDisposable
                 new() { ["PROMOSTREAM__KAFKA__SASL_PASSWORD"] = Password, ["PROMOSTREAM__POSTGRES__CONNECTION_STRING"] = db }, 1, closedKafka),
             new("process, Kafka refuses SASL", ["--process"], Yaml(embedded.BootstrapServers, db), null, 1, embedded.BootstrapServers),
             new("init-db, PostgreSQL unreachable", ["--init-db"], Yaml(closedKafka, closedPg), null, 1, pgWhere),
+            new("redrive-dlq, Kafka unreachable", ["--redrive-dlq", "--dry-run"], Yaml(closedKafka, closedPg), null, 1, closedKafka),
             new("produce --seed-subscribers, PostgreSQL unreachable", ["--produce", "--seed-subscribers", "10", "--count", "0"],
                 Yaml(closedKafka, closedPg), null, 1, pgWhere),
             new("produce --count 5, Kafka unreachable", ["--produce", "--count", "5"], Yaml(closedKafka, closedPg), null, 1, closedKafka),
