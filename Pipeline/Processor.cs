@@ -95,7 +95,10 @@ internal sealed class Processor : IDisposable
         var k = _settings.Kafka;
         Log.Info($"processing {k.InputTopic} -> {k.OutputTopic} and PostgreSQL at {_settings.Postgres.Describe()}; Kafka at {k.BootstrapServers} " +
                  $"(group {k.GroupId}{(k.GroupInstanceId is { } g ? $", static member {g}" : "")}, " +
-                 $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})");
+                 $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})",
+            ("component", "processor"), ("input_topic", k.InputTopic), ("output_topic", k.OutputTopic), ("dlq_topic", k.DlqTopic),
+            ("postgres", _settings.Postgres.Describe()), ("bootstrap_servers", k.BootstrapServers), ("group_id", k.GroupId),
+            ("group_instance_id", k.GroupInstanceId), ("transactional_id", _transactional ? k.TransactionalId : null));
         var lastStats = Stopwatch.StartNew();
         var statsShown = "";
         while (!_stop.IsCancellationRequested)
@@ -110,7 +113,7 @@ internal sealed class Processor : IDisposable
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 var line = _stats.Line();
-                if (line != statsShown) Log.Info(statsShown = line); // an idle stream does not repeat itself
+                if (line != statsShown) Log.Info(statsShown = line, _stats.Fields()); // an idle stream does not repeat itself
                 lastStats.Restart();
             }
             _capacity.CheckNowAndThen();
@@ -119,7 +122,7 @@ internal sealed class Processor : IDisposable
         FinishAll();
         RecordPositionsNow();
         _capacity.CheckNowAndThen(now: true);
-        Log.Info(_stats.Line());
+        Log.Info(_stats.Line(), _stats.Fields());
         _closing = true;
         _consumer.Close(); // leaves the group now (dynamic membership), so the partitions move without waiting
     }
@@ -584,7 +587,8 @@ internal sealed class Processor : IDisposable
             return new TopicPartitionOffset(tp, next);
         }).ToList();
         Log.Info($"assigned partitions [{string.Join(",", assigned.Select(p => p.Partition.Value))}]" +
-                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
+                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""),
+            ("component", "processor"), ("partitions", assigned.Select(p => p.Partition.Value).ToList()), ("resumed_from_postgres", fromRecord));
         return offsets;
     }
 
@@ -617,7 +621,8 @@ internal sealed class Processor : IDisposable
         var partitions = revoked.ToHashSet();
         _idle.Assigned(false);
         _collecting?.DropPartitions(partitions);
-        Log.Info($"revoked partitions [{string.Join(",", partitions.Select(p => p.Partition.Value).Order())}]");
+        var numbers = partitions.Select(p => p.Partition.Value).Order().ToList();
+        Log.Info($"revoked partitions [{string.Join(",", numbers)}]", ("component", "processor"), ("partitions", numbers));
     }
 
     private static void OnKafkaLog(IClient _, LogMessage m)
