@@ -288,7 +288,8 @@ internal static class Simulator
             Count(report, e, first);
             if (progress.Elapsed.TotalSeconds >= 2)
             {
-                Log.Info($"produced {report.Published}{(total is { } t ? $"/{t}" : "")} ({report.Published / clock.Elapsed.TotalSeconds:0} events/s)");
+                Log.Info($"produced {report.Published}{(total is { } t ? $"/{t}" : "")} ({report.Published / clock.Elapsed.TotalSeconds:0} events/s)",
+                    ("component", "simulator"), ("published", report.Published), ("total", total));
                 progress.Restart();
             }
         }

@@ -1,6 +1,18 @@
 using System.Runtime.InteropServices;
 using PromoStream;
 
+// The log format comes first, before any line: from the environment, as the config file is not read yet. A bad value
+// is reported in the text format, the only one known then.
+try
+{
+    Log.Use(Settings.LogFormatFromEnvironment());
+}
+catch (ConfigException e)
+{
+    Log.Error($"configuration: {e.Message}");
+    return 2;
+}
+
 CommandLine cli;
 try
 {
@@ -8,7 +20,7 @@ try
 }
 catch (UsageException e)
 {
-    Console.Error.WriteLine($"error: {e.Message}; {CommandLine.UsageHint}");
+    ReportUsageError(e);
     return 2;
 }
 if (cli.Mode == Mode.Help)
@@ -29,7 +41,7 @@ try
     {
         Mode.Process => RunProcessor(),
         Mode.InitDb => InitDatabase(),
-        Mode.Produce => Simulator.Run(Settings.Load(cli.ConfigPath), SimulatorOptions.From(cli), stop),
+        Mode.Produce => Simulator.Run(LoadSettings(), SimulatorOptions.From(cli), stop),
         Mode.Broker => RunBroker(),
         Mode.Demo => Demo.Run(cli, stop),
         Mode.Dev => Dev.Run(cli, stop),
@@ -40,35 +52,50 @@ try
 }
 catch (UsageException e)
 {
-    Console.Error.WriteLine($"error: {e.Message}; {CommandLine.UsageHint}");
+    ReportUsageError(e);
     return 2;
 }
 catch (ConfigException e)
 {
-    Log.Error($"configuration: {e.Message}");
+    Log.Error($"configuration: {e.Message}", ("exit_code", 2));
     return 2;
 }
 catch (Exception e) when (e is SchemaException or ServiceUnreachableException or DatabaseMisconfiguredException)
 {
-    Log.Error(e.Message);
+    Log.Error(e.Message, ("exit_code", 1));
     return 1;
 }
 catch (FatalKafkaException e)
 {
-    Log.Error(e.Message);
+    Log.Error(e.Message, ("exit_code", 3));
     return 3;
 }
 catch (Exception e)
 {
-    Log.Error($"{e.GetType().Name}: {e.Message}");
+    Log.Error($"{e.GetType().Name}: {e.Message}", ("exit_code", 1));
     return 1;
+}
+
+// A person at a terminal gets the short usage line; a log collector, a JSON line like every other.
+static void ReportUsageError(UsageException e)
+{
+    if (Log.Format == LogFormat.Json) Log.Error($"usage: {e.Message}; {CommandLine.UsageHint}", ("exit_code", 2));
+    else Console.Error.WriteLine($"error: {e.Message}; {CommandLine.UsageHint}");
+}
+
+/// <summary>The config file's logging.format applies from here on; lines logged while reading it used the environment's.</summary>
+Settings LoadSettings()
+{
+    var settings = Settings.Load(cli.ConfigPath);
+    Log.Use(settings.LogFormat);
+    return settings;
 }
 
 void RequestStop(PosixSignalContext context)
 {
     context.Cancel = true;
     if (stopping.IsCancellationRequested) return;
-    Log.Info($"{context.Signal} received; stopping");
+    Log.Info($"{context.Signal} received; stopping", ("signal", context.Signal.ToString()));
     stopping.Cancel();
     // A stop must not wait on a dead broker or database. Leaving is safe at any point: an open Kafka transaction is
     // aborted by the broker or by the successor's InitTransactions, and the PostgreSQL upsert makes a replay harmless.
@@ -82,7 +109,7 @@ void RequestStop(PosixSignalContext context)
 int RunProcessor()
 {
     int? idle = cli.Has("--stop-when-idle") ? cli.Int("--stop-when-idle", 0, 1, 86400) : null;
-    var settings = Settings.Load(cli.ConfigPath);
+    var settings = LoadSettings();
     var stats = Processor.Run(settings, idle, stop);
     Console.WriteLine(stats.FinalLine());
     return 0;
@@ -90,7 +117,7 @@ int RunProcessor()
 
 int InitDatabase()
 {
-    var settings = Settings.Load(cli.ConfigPath);
+    var settings = LoadSettings();
     using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
     PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(), TimeSpan.FromSeconds(settings.Postgres.ConnectTimeoutSeconds), stop);
     using var store = new PostgresDatabase(dataSource);
@@ -105,7 +132,7 @@ int RunBroker()
     var requested = cli.Int("--partitions", 0, 1, 10_000);
     using var kafka = EmbeddedKafka.Start();
     // The embedded broker cannot create topics on request: make the config's (or the default) ones now.
-    var k = cli.Has("--config") ? Settings.Load(cli.ConfigPath).Kafka : Settings.FromValues(Dev.DefaultKeys(kafka.BootstrapServers, "Host=unused")).Kafka;
+    var k = cli.Has("--config") ? LoadSettings().Kafka : Settings.FromValues(Dev.DefaultKeys(kafka.BootstrapServers, "Host=unused")).Kafka;
     var partitions = requested > 0 ? requested : k.TopicPartitions;
     foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);
     Log.Info($"created topics {k.InputTopic}, {k.OutputTopic}, {k.DlqTopic} with {partitions} partitions");

@@ -124,8 +124,18 @@ internal sealed unsafe class EmbeddedKafka : IDisposable
     // Debian does not have. dlopen hands back the already-loaded copy, so both share one librdkafka.
     private static readonly Lazy<nint> Library = new(() =>
     {
-        var path = Path.Combine(AppContext.BaseDirectory, "runtimes/linux-x64/native/centos8-librdkafka.so");
-        if (!File.Exists(path)) throw new DllNotFoundException($"librdkafka for the embedded Kafka cluster not found at {path}");
+        var path = LibraryPlaces().FirstOrDefault(File.Exists)
+            ?? throw new DllNotFoundException($"librdkafka for the embedded Kafka cluster not found at {string.Join(" or ", LibraryPlaces())}");
         return NativeLibrary.Load(path);
     });
+
+    /// <summary>
+    /// Where the build puts it (`dotnet run`, `dotnet build`: under runtimes/, for any platform), and where a publish
+    /// for linux-x64 does (beside the executable, single file or not).
+    /// </summary>
+    private static IEnumerable<string> LibraryPlaces() =>
+    [
+        Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "centos8-librdkafka.so"),
+        Path.Combine(AppContext.BaseDirectory, "centos8-librdkafka.so"),
+    ];
 }

@@ -109,7 +109,10 @@ internal sealed class Processor : IDisposable
         var k = _settings.Kafka;
         Log.Info($"processing {k.InputTopic} -> {k.OutputTopic} and PostgreSQL at {_settings.Postgres.Describe()}; Kafka at {k.BootstrapServers} " +
                  $"(group {k.GroupId}{(k.GroupInstanceId is { } g ? $", static member {g}" : "")}, " +
-                 $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})");
+                 $"transactional id {(_transactional ? k.TransactionalId : "none: transactions off")})",
+            ("component", "processor"), ("input_topic", k.InputTopic), ("output_topic", k.OutputTopic), ("dlq_topic", k.DlqTopic),
+            ("postgres", _settings.Postgres.Describe()), ("bootstrap_servers", k.BootstrapServers), ("group_id", k.GroupId),
+            ("group_instance_id", k.GroupInstanceId), ("transactional_id", _transactional ? k.TransactionalId : null));
         var lastStats = Stopwatch.StartNew();
         var statsShown = "";
         while (!_stop.IsCancellationRequested)
@@ -125,7 +128,7 @@ internal sealed class Processor : IDisposable
             if (lastStats.Elapsed.TotalSeconds >= _settings.Processing.StatsIntervalSeconds)
             {
                 var line = _stats.Line() + _redrive?.Progress();
-                if (line != statsShown) Log.Info(statsShown = line); // an idle stream does not repeat itself
+                if (line != statsShown) Log.Info(statsShown = line, _stats.Fields()); // an idle stream does not repeat itself
                 lastStats.Restart();
             }
             _capacity.CheckNowAndThen();
@@ -135,7 +138,7 @@ internal sealed class Processor : IDisposable
         FinishAll();
         RecordPositionsNow();
         _capacity.CheckNowAndThen(now: true);
-        Log.Info(_stats.Line());
+        Log.Info(_stats.Line(), _stats.Fields());
         _closing = true;
         _consumer.Close(); // leaves the group now (dynamic membership), so the partitions move without waiting
     }
@@ -640,13 +643,16 @@ internal sealed class Processor : IDisposable
         if (assigned.Count == 0) return [];
         _stats.Metrics.Assigned(assigned);
         var (offsets, fromRecord) = StartingOffsets(assigned);
-        Log.Info($"assigned partitions [{Partitions(assigned)}]; holding [{Partitions(_consumer.Assignment.Concat(assigned))}]" +
-                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""));
+        var holding = _consumer.Assignment.Concat(assigned).ToList();
+        Log.Info($"assigned partitions [{Partitions(assigned)}]; holding [{Partitions(holding)}]" +
+                 (fromRecord.Count > 0 ? $"; resuming [{string.Join(",", fromRecord)}] from the positions recorded in PostgreSQL" : ""),
+            ("component", "processor"), ("partitions", Numbers(assigned)), ("holding", Numbers(holding)), ("resumed_from_postgres", fromRecord));
         return offsets;
     }
 
-    private static string Partitions(IEnumerable<TopicPartition> partitions) =>
-        string.Join(",", partitions.Select(p => p.Partition.Value).Distinct().Order());
+    private static List<int> Numbers(IEnumerable<TopicPartition> partitions) => partitions.Select(p => p.Partition.Value).Distinct().Order().ToList();
+
+    private static string Partitions(IEnumerable<TopicPartition> partitions) => string.Join(",", Numbers(partitions));
 
     private (List<TopicPartitionOffset> Offsets, List<int> FromRecord) StartingOffsets(List<TopicPartition> assigned)
     {
@@ -699,7 +705,9 @@ internal sealed class Processor : IDisposable
         RecordPositionsNow(); // for brokers that keep no transactional offsets
         _idle.Assigned(_consumer.Assignment.Any(tp => !partitions.Contains(tp)));
         _collecting?.DropPartitions(partitions);
-        Log.Info($"revoked partitions [{Partitions(partitions)}]; holding [{Partitions(_consumer.Assignment.Where(tp => !partitions.Contains(tp)))}]");
+        var held = _consumer.Assignment.Where(tp => !partitions.Contains(tp)).ToList();
+        Log.Info($"revoked partitions [{Partitions(partitions)}]; holding [{Partitions(held)}]",
+            ("component", "processor"), ("partitions", Numbers(partitions)), ("holding", Numbers(held)));
     }
 
     private static void OnKafkaLog(IClient _, LogMessage m)

@@ -59,6 +59,14 @@ internal sealed class ProcessorStats
         $"stats consumed={Consumed} invalid={Invalid} inactive={Inactive} duplicate={Duplicates} replayed={Replayed} no_subscribers={NoSubscribers} " +
         $"notifications={Notifications} rows_written={Rows} transactions={Transactions} aborts={Aborts}";
 
+    /// <summary>The stats line's counters as numbers, for the json log format.</summary>
+    public (string Name, object? Value)[] Fields() =>
+    [
+        ("component", "processor"), ("consumed", Consumed), ("invalid", Invalid), ("inactive", Inactive), ("duplicate", Duplicates),
+        ("replayed", Replayed), ("no_subscribers", NoSubscribers), ("notifications", Notifications), ("rows_written", Rows),
+        ("transactions", Transactions), ("aborts", Aborts),
+    ];
+
     /// <summary>The one line scripts and the benchmark parse when the processor exits.</summary>
     public string FinalLine()
     {

@@ -40,6 +40,9 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
 {
     public const string EnvPrefix = "PROMOSTREAM__";
 
+    /// <summary>logging.format: text or json lines on stderr.</summary>
+    public LogFormat LogFormat { get; init; } = LogFormat.Text;
+
     /// <summary>Every key the file may hold, with its default (null: required).</summary>
     public static readonly IReadOnlyDictionary<string, string?> Keys = new Dictionary<string, string?>
     {
@@ -76,6 +79,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["metrics.bind"] = "0.0.0.0",
         ["metrics.ready_max_hold_seconds"] = "30",
         ["metrics.stuck_after_seconds"] = "120",
+        ["logging.format"] = "text",
     };
 
     /// <summary>Keys of earlier versions that mean nothing now: accepted with a warning, so an upgrade does not stop on them.</summary>
@@ -86,6 +90,8 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     };
 
     public const string DefaultPath = "credentials.yaml";
+
+    private static IEnumerable<string> Sections => Keys.Keys.Select(k => k[..k.IndexOf('.')]).Distinct();
 
     /// <summary>
     /// The file named by --config; without one, credentials.yaml in the working directory, or, where there is none,
@@ -122,12 +128,12 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is YamlScalarNode { Value: null or "" })
             return values;
         if (stream.Documents[0].RootNode is not YamlMappingNode root)
-            throw new ConfigException($"{source}: the top level must be a mapping of sections (kafka, postgres, processing, metrics)");
+            throw new ConfigException($"{source}: the top level must be a mapping of sections ({string.Join(", ", Sections)})");
         foreach (var (sectionNode, body) in root.Children)
         {
             var section = ((YamlScalarNode)sectionNode).Value ?? "";
             if (!Keys.Keys.Any(k => k.StartsWith(section + ".", StringComparison.Ordinal)))
-                throw new ConfigException($"{source}: unknown section '{section}' (known: kafka, postgres, processing, metrics)");
+                throw new ConfigException($"{source}: unknown section '{section}' (known: {string.Join(", ", Sections)})");
             if (body is YamlScalarNode { Value: null or "" }) continue;
             if (body is not YamlMappingNode mapping)
                 throw new ConfigException($"{source}: section '{section}' must be a mapping of keys");
@@ -225,7 +231,24 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             Bind: read.IpAddress("metrics.bind"),
             ReadyMaxHoldSeconds: read.Int("metrics.ready_max_hold_seconds", 1, 86400),
             StuckAfterSeconds: read.Int("metrics.stuck_after_seconds", 5, 86400));
-        return new Settings(kafka, postgres, processing, metrics);
+        return new Settings(kafka, postgres, processing, metrics) { LogFormat = ParseLogFormat(read.OneOf("logging.format", "text", "json")) };
+    }
+
+    private static LogFormat ParseLogFormat(string value) => value.Equals("json", StringComparison.OrdinalIgnoreCase) ? LogFormat.Json : LogFormat.Text;
+
+    /// <summary>
+    /// logging.format from PROMOSTREAM__LOGGING__FORMAT alone, read before anything is logged: the config file is read
+    /// later (its own lines come before its logging.format is known), and --demo, --dev and --bench read none.
+    /// </summary>
+    public static LogFormat LogFormatFromEnvironment(IDictionary<string, string?>? environment = null)
+    {
+        const string variable = EnvPrefix + "LOGGING__FORMAT";
+        var value = (environment ?? ReadProcessEnvironment())
+            .FirstOrDefault(e => e.Key.Equals(variable, StringComparison.OrdinalIgnoreCase) && e.Value is not null).Value;
+        if (value is null) return LogFormat.Text;
+        var read = new KeyReader(new Dictionary<string, string> { ["logging.format"] = value },
+            new Dictionary<string, string> { ["logging.format"] = $"environment variable {variable}" });
+        return ParseLogFormat(read.OneOf("logging.format", "text", "json"));
     }
 
     /// <summary>"{hostname}" in an id becomes this machine's name: one config file, a distinct stable id per host or pod.</summary>

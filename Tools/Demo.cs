@@ -17,19 +17,20 @@ internal static class Demo
         var options = new SimulatorOptions(Count: cli.Int("--events", 3000, 1, 1_000_000), Rate: 0, Duplicates: 0.1,
             Malformed: 0.02, Expired: 0.05, NoSubscribers: 0.1, Seed: cli.Int("--seed", 1), Restaurants: 200,
             SeedSubscribers: 2000, File: null, ExpectFile: null);
-        Log.Info("demo: starting the embedded PostgreSQL and Kafka");
+        Log.Info("demo: starting the embedded PostgreSQL and Kafka", ("component", "demo"));
         using var stack = EmbeddedStack.Start();
         var settings = stack.CreateSettings(partitions: 8, prefix: "demo");
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
         using (var store = new PostgresDatabase(dataSource)) store.ApplySchema();
         InsertContractSample(dataSource);
         Simulator.SeedSubscribers(dataSource, options);
-        Log.Info($"demo: schema applied, {options.SeedSubscribers + 10} subscription rows; publishing {options.Count + 1} events");
+        Log.Info($"demo: schema applied, {options.SeedSubscribers + 10} subscription rows; publishing {options.Count + 1} events",
+            ("component", "demo"), ("subscription_rows", options.SeedSubscribers + 10), ("events", options.Count + 1));
 
         var sample = new SimulatedEvent(Encoding.UTF8.GetBytes(SampleRestaurant), Encoding.UTF8.GetBytes(SampleEvent), EventKind.Valid, null);
         var input = Simulator.Publish(settings.Kafka, Simulator.Generate(options, DateTimeOffset.UtcNow.ToUnixTimeSeconds()).Prepend(sample),
             options.Count + 1, rate: 0, stop);
-        Log.Info("demo: processing until the input is drained");
+        Log.Info("demo: processing until the input is drained", ("component", "demo"));
         var stats = Processor.Run(settings, stopWhenIdleSeconds: 2, stop);
 
         var output = CommittedRecords.Read(settings.Kafka, settings.Kafka.OutputTopic, TimeSpan.FromSeconds(30));

@@ -103,43 +103,54 @@ public static class Eventually
     }
 }
 
-/// <summary>A real PromoStream process (the built PromoStream.dll beside the tests), its output captured line by line.</summary>
+/// <summary>
+/// A real PromoStream process (the built PromoStream.dll beside the tests, or a published executable), its output
+/// captured line by line.
+/// </summary>
 public sealed class PromoStreamProcess : IDisposable
 {
     private readonly Process _process;
     private readonly List<string> _lines = [];
+    private readonly List<string> _errorLines = [];
     private readonly object _gate = new();
 
-    public PromoStreamProcess(IEnumerable<string> args, IDictionary<string, string>? environment = null, string? workingDirectory = null)
+    public PromoStreamProcess(IEnumerable<string> args, IDictionary<string, string>? environment = null, string? workingDirectory = null,
+        string? executable = null)
     {
-        var start = new ProcessStartInfo("dotnet")
+        var start = new ProcessStartInfo(executable ?? "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"));
+        if (executable is null) start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
         foreach (var (k, v) in environment ?? new Dictionary<string, string>()) start.Environment[k] = v;
         _process = new Process { StartInfo = start };
-        _process.OutputDataReceived += (_, e) => Add(e.Data);
-        _process.ErrorDataReceived += (_, e) => Add(e.Data);
+        _process.OutputDataReceived += (_, e) => Add(e.Data, error: false);
+        _process.ErrorDataReceived += (_, e) => Add(e.Data, error: true);
         _process.Start();
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
 
-    private void Add(string? line)
+    private void Add(string? line, bool error)
     {
         if (line is null) return;
-        lock (_gate) _lines.Add(line);
+        lock (_gate)
+        {
+            _lines.Add(line);
+            if (error) _errorLines.Add(line);
+        }
     }
 
     public int Pid => _process.Id;
     public bool HasExited => _process.HasExited;
     public string Output { get { lock (_gate) return string.Join("\n", _lines); } }
     public IReadOnlyList<string> Lines { get { lock (_gate) return _lines.ToList(); } }
+    /// <summary>Only what the process wrote to stderr (its log lines).</summary>
+    public IReadOnlyList<string> ErrorLines { get { lock (_gate) return _errorLines.ToList(); } }
 
     public string WaitForLine(Func<string, bool> match, TimeSpan timeout, string what)
     {
