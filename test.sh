@@ -54,6 +54,14 @@ if [ -z "$(postgres_bin)" ] || [ ! -x "$(postgres_bin)/initdb" ]; then
   fi
 fi
 echo "PostgreSQL binaries: $(postgres_bin || command -v initdb)"
+# Debian's prometheus scrapes the metrics endpoint in one test; where it cannot be installed, that test is skipped
+# and says so.
+if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "prometheus missing; installing the Debian package prometheus (for the scrape test)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >"$work/apt-prometheus.log" 2>&1 \
+    || echo "could not install prometheus (see below); the scrape test will be skipped"; tail -n 3 "$work/apt-prometheus.log" | grep -i "^E:" || true
+fi
+echo "Prometheus: $(command -v prometheus || echo 'not installed: the scrape test is skipped')"
 command -v dotnet >/dev/null || { echo "dotnet SDK not found"; echo "0 passed, 1 failed"; exit 1; }
 
 step "real brokers"
@@ -137,7 +145,12 @@ if grep -qE '^Total tests: [0-9]+|(Passed|Failed)!\s+-' "$work/test.log"; then
   # Every skipped test is a real-broker check; the reason is why this machine cannot run it.
   # (The reason is appended by the shell, not sed: it may contain '/'.)
   grep -E '^\s+Skipped ' "$work/test.log" | sed -E 's/^\s+Skipped /SKIP /; s/ \[.*\]$//' \
-    | while IFS= read -r t; do echo "$t: ${PROMOSTREAM_REAL_BROKER_SKIP:-skipped}"; done || true
+    | while IFS= read -r t; do
+        case "$t" in
+          *Prometheus*) echo "$t: the prometheus binary is missing (apt-get install -y prometheus)" ;;
+          *) echo "$t: ${PROMOSTREAM_REAL_BROKER_SKIP:-skipped}" ;;
+        esac
+      done || true
 else
   fail "dotnet test produced no summary (see above)"; tail -n 40 "$work/test.log"
 fi
