@@ -46,7 +46,7 @@ try
         Mode.Demo => Demo.Run(cli, stop),
         Mode.Dev => Dev.Run(cli, stop),
         Mode.Bench => Bench.Run(cli, stop),
-        Mode.RedriveDlq => Redrive.Run(cli, stop),
+        Mode.RedriveDlq => Redrive.Run(cli, LoadSettings(), stop),
         _ => 2,
     };
 }

@@ -29,6 +29,14 @@ internal sealed class Batch
     /// <summary>Nothing fed and nothing passed over: no position to commit.</summary>
     public bool IsEmpty => NextOffsets.Count == 0;
 
+    /// <summary>After the batches before it were given up and the consumer rewound: all of it is read again.</summary>
+    public void Clear()
+    {
+        Messages.Clear();
+        FirstOffsets.Clear();
+        NextOffsets.Clear();
+    }
+
     public void DropPartitions(IReadOnlySet<TopicPartition> partitions)
     {
         Messages.RemoveAll(m => partitions.Contains(m.TopicPartition));

@@ -82,6 +82,8 @@ internal sealed class Processor : IDisposable
     /// </summary>
     public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, RedriveSelection? redrive = null)
     {
+        using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
+        settings = settings with { Kafka = slot.Apply(settings.Kafka), Metrics = slot.Apply(settings.Metrics) };
         using var endpoint = MetricsEndpoint.Start(settings.Metrics); // up while connecting: alive, not ready
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);
         PostgresDatabase.WaitUntilReachable(dataSource, settings.Postgres.Describe(),
@@ -89,8 +91,6 @@ internal sealed class Processor : IDisposable
         new PostgresDatabase(dataSource).CheckSchema();
         Kafka.WaitUntilReachable(settings.Kafka, TimeSpan.FromSeconds(settings.Kafka.ConnectTimeoutSeconds));
         Kafka.EnsureTopics(settings.Kafka);
-        using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
-        settings = settings with { Kafka = slot.Apply(settings.Kafka) };
         using var processor = new Processor(settings, stopWhenIdleSeconds, stop, dataSource, redrive);
         endpoint?.Attach(processor._stats.Metrics, new Health(settings, processor._stats.Metrics, stop));
         processor.Loop();
@@ -701,7 +701,9 @@ internal sealed class Processor : IDisposable
         var partitions = revoked.ToHashSet();
         if (partitions.Count == 0) return;
         _stats.Metrics.Revoked(partitions);
-        FinishAll();
+        // A batch in flight that fails rewinds the kept partitions too; what the batch being read holds of them lies
+        // beyond that point, so it is given up whole and read again.
+        if (!FinishAll(alsoRewind: _collecting)) _collecting?.Clear();
         RecordPositionsNow(); // for brokers that keep no transactional offsets
         _idle.Assigned(_consumer.Assignment.Any(tp => !partitions.Contains(tp)));
         _collecting?.DropPartitions(partitions);

@@ -252,7 +252,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
     }
 
     /// <summary>"{hostname}" in an id becomes this machine's name: one config file, a distinct stable id per host or pod.</summary>
-    private static string WithHostname(string id) => id.Replace("{hostname}", Environment.MachineName, StringComparison.Ordinal);
+    private static string WithHostname(string id) => id.Replace("{hostname}", InstanceSlot.Hostname, StringComparison.Ordinal);
 
     private sealed class KeyReader(IReadOnlyDictionary<string, string> values, IReadOnlyDictionary<string, string> origins)
     {

@@ -36,8 +36,12 @@ internal sealed class InstanceSlot : IDisposable
         }
         catch (SocketException e)
         {
-            Log.Warn($"cannot tell this host's instances apart ({e.SocketErrorCode}); ids derived from the process id change on restart");
+            Log.Warn($"cannot tell this host's instances apart ({e.SocketErrorCode}); ids derived from the process id change on restart, " +
+                     "and kafka.group_instance_id is not used");
+            return new InstanceSlot(null, Environment.ProcessId);
         }
+        Log.Warn($"all {MaxSlots} instance slots of group {groupId} on this host are taken; ids derived from the process id change on restart, " +
+                 "and kafka.group_instance_id is not used");
         return new InstanceSlot(null, Environment.ProcessId);
     }
 
@@ -75,9 +79,20 @@ internal sealed class InstanceSlot : IDisposable
     /// </summary>
     public KafkaSettings Apply(KafkaSettings kafka) => kafka with
     {
-        TransactionalId = kafka.TransactionalId.Length > 0 ? kafka.TransactionalId : $"{kafka.GroupId}-{Environment.MachineName}-{Suffix}",
-        GroupInstanceId = kafka.GroupInstanceId is { } id && Number > 0 ? $"{id}-{Suffix}" : kafka.GroupInstanceId,
+        TransactionalId = kafka.TransactionalId.Length > 0 ? kafka.TransactionalId : $"{kafka.GroupId}-{Hostname}-{Suffix}",
+        GroupInstanceId = kafka.GroupInstanceId is not { } id ? null
+            : !Stable ? null // a static member id that changes on every start would only leave its partitions waiting
+            : Number > 0 ? $"{id}-{Suffix}" : id,
     };
+
+    /// <summary>
+    /// The second instance on a host listens on metrics.port + 1, and so on: one config file, no port taken twice.
+    /// </summary>
+    public MetricsSettings Apply(MetricsSettings metrics) =>
+        metrics.Port == 0 || !Stable || Number == 0 ? metrics : metrics with { Port = metrics.Port + Number };
+
+    /// <summary>The host's full name (Environment.MachineName stops at the first dot, so app1.dc1 and app1.dc2 would meet).</summary>
+    public static string Hostname { get; } = System.Net.Dns.GetHostName();
 
     private string Suffix => Stable ? Number.ToString() : $"pid{Number}";
 

@@ -17,6 +17,8 @@ internal sealed class MetricsEndpoint : IDisposable
     private const int MaxRequestBytes = 8192;
     private static readonly TimeSpan ConnectionTimeout = TimeSpan.FromSeconds(10);
 
+    private const int MaxConnections = 16;
+    private readonly SemaphoreSlim _connections = new(MaxConnections);
     private readonly TcpListener _listener;
     private readonly CancellationTokenSource _stop = new();
     private readonly CollectorRegistry _registry = Prometheus.Metrics.NewCustomRegistry();
@@ -67,8 +69,21 @@ internal sealed class MetricsEndpoint : IDisposable
             TcpClient client;
             try { client = await _listener.AcceptTcpClientAsync(_stop.Token); }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException) { return; }
-            catch (SocketException) { continue; }
-            _ = Task.Run(() => Answer(client));
+            catch (SocketException)
+            {
+                await Task.Delay(100); // out of file descriptors, say: accept fails at once and would spin
+                continue;
+            }
+            if (!_connections.Wait(0))
+            {
+                client.Dispose(); // a scraper needs one connection; a flood must not take the descriptors Kafka and PostgreSQL need
+                continue;
+            }
+            _ = Task.Run(async () =>
+            {
+                try { await Answer(client); }
+                finally { _connections.Release(); }
+            });
         }
     }
 

@@ -18,11 +18,11 @@ internal static class Redrive
     /// <summary>Appended to the configured group id, transactional id and static member id.</summary>
     public const string Suffix = "-redrive";
 
-    public static int Run(CommandLine cli, CancellationToken stop)
+    public static int Run(CommandLine cli, Settings configured, CancellationToken stop)
     {
         var filter = FilterFrom(cli);
         var dryRun = cli.Has("--dry-run");
-        var settings = ForRedrive(Settings.Load(cli.ConfigPath));
+        var settings = ForRedrive(configured);
         var k = settings.Kafka;
         var metadata = Kafka.WaitUntilReachable(k, TimeSpan.FromSeconds(k.ConnectTimeoutSeconds));
         var dlq = metadata.Topics.FirstOrDefault(t => t.Topic == k.InputTopic && t.Error.Code == ErrorCode.NoError && t.Partitions.Count > 0);
@@ -83,6 +83,8 @@ internal static class Redrive
                 GroupInstanceId = k.GroupInstanceId is { } member ? member + Suffix : null,
                 AutoOffsetReset = "earliest",
             },
+            // The port belongs to the --process instance that may run beside it; a redrive is a job, not a service.
+            Metrics = MetricsSettings.Off,
         };
     }
 

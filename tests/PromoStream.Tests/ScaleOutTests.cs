@@ -28,10 +28,10 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IDisposable
         var second = InstanceSlot.Claim("promo-stream", scope);
         using var otherGroup = InstanceSlot.Claim("other", scope);
         var (a, b) = (first.Apply(kafka), second.Apply(kafka));
-        Assert.Equal($"promo-stream-{Environment.MachineName}-0", a.TransactionalId);
-        Assert.Equal($"promo-stream-{Environment.MachineName}-1", b.TransactionalId);
-        Assert.Equal(Environment.MachineName, a.GroupInstanceId);
-        Assert.Equal($"{Environment.MachineName}-1", b.GroupInstanceId);
+        Assert.Equal($"promo-stream-{InstanceSlot.Hostname}-0", a.TransactionalId);
+        Assert.Equal($"promo-stream-{InstanceSlot.Hostname}-1", b.TransactionalId);
+        Assert.Equal(InstanceSlot.Hostname, a.GroupInstanceId);
+        Assert.Equal($"{InstanceSlot.Hostname}-1", b.GroupInstanceId);
         Assert.Equal(0, otherGroup.Number);
         second.Dispose(); // the second instance ends (a kill releases the lock the same way)...
         using var restarted = InstanceSlot.Claim("promo-stream", scope);
