@@ -101,7 +101,7 @@ public sealed class ConfigErrorProcessTests(ITestOutputHelper output) : IDisposa
     [Fact]
     public void UnknownSectionAndUnknownEnvironmentVariableAreNamed()
     {
-        EveryModeRejects(Write("unknown-section.yaml", ValidYaml() + "\nmetrics:\n  port: 9090\n"), ["metrics"]);
+        EveryModeRejects(Write("unknown-section.yaml", ValidYaml() + "\nmonitoring:\n  port: 9090\n"), ["monitoring"]);
         EveryModeRejects(Write("ok.yaml", ValidYaml()), ["PROMOSTREAM__KAFKA__BOGUS_KEY"],
             new Dictionary<string, string> { ["PROMOSTREAM__KAFKA__BOGUS_KEY"] = "1" });
     }

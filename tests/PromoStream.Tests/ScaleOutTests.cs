@@ -62,8 +62,8 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IDisposable
                               $"fenced lines={Fenced(a) + Fenced(b)}; {rows}; both sinks: {sinks}");
         Assert.NotEqual(ids[0], ids[1]);
         Assert.Equal(0, Fenced(a) + Fenced(b));
-        Assert.True(rows.Exact, rows.ToString());
-        Assert.True(sinks.Identical, sinks.ToString());
+        Assert.True(rows.Exact, $"{rows}\nA:\n{a.Tail(25)}\nB:\n{b.Tail(25)}");
+        Assert.True(sinks.Identical, $"{sinks}\nA:\n{a.Tail(25)}\nB:\n{b.Tail(25)}");
     }
 
     [RealBrokerFact]
@@ -96,8 +96,9 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IDisposable
                               $"fenced lines={fenced}; {rows}; both sinks: {sinks}");
         Assert.Equal(killedId, TransactionalIdOf(restarted)); // its slot, so its ids, came back: the zombie's transaction is aborted at once
         Assert.Equal(0, fenced);
-        Assert.True(rows.Exact, rows.ToString());
-        Assert.True(sinks.Identical, sinks.ToString());
+        var tails = $"first:\n{first.Tail(20)}\nthird:\n{third.Tail(20)}\nrestarted:\n{restarted.Tail(20)}";
+        Assert.True(rows.Exact, $"{rows}\n{tails}");
+        Assert.True(sinks.Identical, $"{sinks}\n{tails}");
     }
 
     private static bool Busy(PromoStreamProcess p)
