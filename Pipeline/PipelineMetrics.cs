@@ -111,7 +111,7 @@ internal sealed class PipelineMetrics : IDisposable
     {
         var start = Stopwatch.GetTimestamp();
         var result = work();
-        _phases.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("phase", phase));
+        PhaseTook(phase, Stopwatch.GetElapsedTime(start));
         return result;
     }
 

@@ -403,8 +403,7 @@ internal sealed class Processor : IDisposable
         {
             Log.Warn($"{e.Message}; new producer, replaying the batch");
             _stats.Aborted();
-            _producer = BuildProducer(); // the stuck one is disposed when its call returns, if ever
-            if (_transactional) InitTransactions();
+            RecreateProducer(abandon: true);
             return false;
         }
         catch (CommitOutcomeUnknownException e)
@@ -552,9 +551,11 @@ internal sealed class Processor : IDisposable
         _abortBackoff.Wait(_stop); // grows across consecutive aborts, so a failing record does not spin
     }
 
-    private void RecreateProducer()
+    /// <param name="abandon">The old producer is stuck in a call: it is disposed when that call returns, if ever, not here.</param>
+    private void RecreateProducer(bool abandon = false)
     {
-        try { _producer.Dispose(); } catch (KafkaException) { /* its transaction is aborted by the new producer's init */ }
+        if (!abandon)
+            try { _producer.Dispose(); } catch (KafkaException) { /* its transaction is aborted by the new producer's init */ }
         _producer = BuildProducer();
         if (_transactional) InitTransactions();
     }
