@@ -82,7 +82,7 @@ internal sealed class Processor : IDisposable
     /// </summary>
     public static ProcessorStats Run(Settings settings, int? stopWhenIdleSeconds, CancellationToken stop, RedriveSelection? redrive = null)
     {
-        using var slot = InstanceSlot.Claim(settings.Kafka.GroupId);
+        using var slot = InstanceSlot.Claim(settings.Kafka);
         settings = settings with { Kafka = slot.Apply(settings.Kafka), Metrics = slot.Apply(settings.Metrics) };
         using var endpoint = MetricsEndpoint.Start(settings.Metrics); // up while connecting: alive, not ready
         using var dataSource = PostgresDatabase.CreateDataSource(settings.Postgres.ConnectionString);

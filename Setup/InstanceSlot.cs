@@ -26,13 +26,19 @@ internal sealed class InstanceSlot : IDisposable
         Number = number;
     }
 
+    /// <summary>
+    /// A slot among this host's instances of the group on that cluster: one group name on two clusters is two groups,
+    /// whose instances neither fence nor meet each other.
+    /// </summary>
     /// <param name="scope">Keeps tests' slots apart from real instances'.</param>
-    public static InstanceSlot Claim(string groupId, string scope = "promostream")
+    public static InstanceSlot Claim(KafkaSettings kafka, string scope = "promostream")
     {
+        var groupId = kafka.GroupId;
         try
         {
+            var name = ShortName($"{kafka.BootstrapServers}/{groupId}");
             for (var n = 0; n < MaxSlots; n++)
-                if (TryHold($"\0{scope}/{ShortName(groupId)}/{n}") is { } held) return new InstanceSlot(held, n);
+                if (TryHold($"\0{scope}/{name}/{n}") is { } held) return new InstanceSlot(held, n);
         }
         catch (SocketException e)
         {
@@ -45,10 +51,10 @@ internal sealed class InstanceSlot : IDisposable
         return new InstanceSlot(null, Environment.ProcessId);
     }
 
-    /// <summary>A socket name has at most 107 bytes: a long group id is replaced by its hash.</summary>
-    private static string ShortName(string groupId) =>
-        System.Text.Encoding.UTF8.GetByteCount(groupId) <= 64 ? groupId
-            : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(groupId)))[..32];
+    /// <summary>A socket name has at most 107 bytes: a long name is replaced by its hash.</summary>
+    private static string ShortName(string name) =>
+        System.Text.Encoding.UTF8.GetByteCount(name) <= 64 ? name
+            : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(name)))[..32];
 
     /// <summary>The bound socket, or null when a running process holds the name.</summary>
     private static Socket? TryHold(string name)

@@ -24,17 +24,19 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IDisposable
             ["kafka.group_id"] = "promo-stream", ["kafka.group_instance_id"] = "{hostname}",
             ["postgres.connection_string"] = "Host=localhost",
         }).Kafka;
-        using var first = InstanceSlot.Claim("promo-stream", scope);
-        var second = InstanceSlot.Claim("promo-stream", scope);
-        using var otherGroup = InstanceSlot.Claim("other", scope);
+        using var first = InstanceSlot.Claim(kafka, scope);
+        var second = InstanceSlot.Claim(kafka, scope);
+        using var otherGroup = InstanceSlot.Claim(kafka with { GroupId = "other" }, scope);
         var (a, b) = (first.Apply(kafka), second.Apply(kafka));
         Assert.Equal($"promo-stream-{InstanceSlot.Hostname}-0", a.TransactionalId);
         Assert.Equal($"promo-stream-{InstanceSlot.Hostname}-1", b.TransactionalId);
         Assert.Equal(InstanceSlot.Hostname, a.GroupInstanceId);
         Assert.Equal($"{InstanceSlot.Hostname}-1", b.GroupInstanceId);
         Assert.Equal(0, otherGroup.Number);
+        using var otherCluster = InstanceSlot.Claim(kafka with { BootstrapServers = "y:1" }, scope);
+        Assert.Equal(0, otherCluster.Number); // the same group name on another cluster is another group
         second.Dispose(); // the second instance ends (a kill releases the lock the same way)...
-        using var restarted = InstanceSlot.Claim("promo-stream", scope);
+        using var restarted = InstanceSlot.Claim(kafka, scope);
         Assert.Equal(b.TransactionalId, restarted.Apply(kafka).TransactionalId); // ...and its successor takes over its ids
         var configured = kafka with { TransactionalId = "mine" };
         Assert.Equal("mine", restarted.Apply(configured).TransactionalId);
