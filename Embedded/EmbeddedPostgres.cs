@@ -107,7 +107,7 @@ internal sealed class EmbeddedPostgres : IDisposable
     private void CreateCluster()
     {
         if (_runAsServiceUser) RunProgram("chown", "chown", [$"{ServiceUser}:", RootDirectory]);
-        RunServerProgram(_binaries.InitDb, "-D", DataDirectory, "-A", "trust", "-U", ServiceUser, "-E", "UTF8", "--no-sync");
+        RunServerProgram(_binaries.InitDb, "-D", DataDirectory, "-A", "trust", "-U", ServiceUser, "-E", "UTF8", "--locale=C", "--no-sync");
     }
 
     /// <summary>Server settings for a disposable cluster: nothing needs to survive a crash, so durability is off.</summary>
