@@ -98,7 +98,7 @@ void RequestStop(PosixSignalContext context)
     Log.Info($"{context.Signal} received; stopping", ("signal", context.Signal.ToString()));
     stopping.Cancel();
     // A stop must not wait on a dead broker or database. Leaving is safe at any point: an open Kafka transaction is
-    // aborted by the broker or by the successor's InitTransactions, and the PostgreSQL upsert makes a replay harmless.
+    // aborted by the broker or by the successor's InitTransactions, and the ledger makes a replay harmless.
     _ = Task.Delay(TimeSpan.FromSeconds(9)).ContinueWith(_ =>
     {
         Log.Warn("still stopping after 9 s (a service does not answer); exiting now, the batch in flight will be replayed");

@@ -34,6 +34,8 @@ internal static class Failures
         // NOT NULL column, the table's primary key collides (a sequence behind after a restore).
         PostgresException { SqlState: "2200H" or "23502" } => FailureClass.PermanentForProcess,
         PostgresException { SqlState: "23505", ConstraintName: "id_pk" } => FailureClass.PermanentForProcess,
+        // Someone else wrote a row of a campaign between its claim and its rows: the retry finds the row and keeps it.
+        PostgresException { SqlState: "23505", ConstraintName: "subscribers_feedback_natural_key" } => FailureClass.Transient,
         PostgresException pg => ClassifySqlState(pg.SqlState),
         NpgsqlException or TimeoutException or IOException => FailureClass.Transient,
         _ => FailureClass.PermanentForProcess,

@@ -1,5 +1,4 @@
 using Npgsql;
-using NpgsqlTypes;
 
 namespace PromoStream;
 
@@ -21,6 +20,12 @@ internal enum Verdict
     /// <summary>The database refused this event's rows for a reason no retry cures; it goes to the DLQ.</summary>
     Rejected,
 }
+
+/// <summary>
+/// A batch ready for the ledger: its entries, the trigger time, and their rows for the staging tables, encoded before
+/// the writer connection is free (see <see cref="CopyRows"/>).
+/// </summary>
+internal sealed record StagedBatch(IReadOnlyList<LedgerEntry> Entries, long Trigger, CopyRows Events);
 
 /// <summary>What the ledger decided for one event. Clients and Trigger are exactly what the Kafka output must carry.</summary>
 internal sealed record Decision(Verdict Verdict, long Trigger, IReadOnlyList<string> Clients, string? SqlState = null, string? Reason = null)
@@ -80,14 +85,20 @@ internal sealed class CampaignLedger : IDisposable
     /// null); events the database refuses for good are found by bisection and come back Rejected; a database that
     /// cannot work at all throws <see cref="DatabaseMisconfiguredException"/>.
     /// </summary>
-    public Decision[]? Record(IReadOnlyList<LedgerEntry> entries, long trigger, IReadOnlyCollection<InputPosition> committed,
-        CancellationToken stop)
+    public Decision[]? Record(StagedBatch staged, IReadOnlyCollection<InputPosition> committed, CancellationToken stop)
     {
-        var decisions = new Decision[entries.Count];
-        return RecordRange(entries, 0, entries.Count, trigger, committed, decisions, stop) ? decisions : null;
+        var decisions = new Decision[staged.Entries.Count];
+        return RecordRange(staged, 0, staged.Entries.Count, committed, decisions, stop) ? decisions : null;
     }
 
-    private bool RecordRange(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger,
+    public Decision[]? Record(IReadOnlyList<LedgerEntry> entries, long trigger, IReadOnlyCollection<InputPosition> committed,
+        CancellationToken stop) => Record(Stage(entries, trigger), committed, stop);
+
+    /// <summary>Encodes a batch's staging rows; the loop does it while the batch before is still being written.</summary>
+    public StagedBatch Stage(IReadOnlyList<LedgerEntry> entries, long trigger) =>
+        new(entries, trigger, EventRows(entries, 0, entries.Count, trigger));
+
+    private bool RecordRange(StagedBatch staged, int from, int to,
         IReadOnlyCollection<InputPosition> committed, Decision[] decisions, CancellationToken stop)
     {
         if (from == to && committed.Count == 0) return true;
@@ -96,7 +107,7 @@ internal sealed class CampaignLedger : IDisposable
         {
             try
             {
-                WriteOnce(entries, from, to, trigger, committed, decisions);
+                WriteOnce(staged, from, to, committed, decisions);
                 if (backoff.Attempts > 0) Log.Info($"PostgreSQL is reachable again after {backoff.Elapsed.TotalSeconds:0.0}s (at {_where}); resuming");
                 Metrics?.Resumed("ledger");
                 AfterCommit?.Invoke();
@@ -117,11 +128,11 @@ internal sealed class CampaignLedger : IDisposable
                 if (to - from == 1)
                 {
                     decisions[from] = new Decision(Verdict.Rejected, 0, [], e.SqlState, $"PostgreSQL refused the event's rows: {e.SqlState}: {e.MessageText}");
-                    return committed.Count == 0 || RecordRange(entries, from, from, trigger, committed, decisions, stop);
+                    return committed.Count == 0 || RecordRange(staged, from, from, committed, decisions, stop);
                 }
                 var middle = from + (to - from) / 2;
-                return RecordRange(entries, from, middle, trigger, committed, decisions, stop)
-                    && RecordRange(entries, middle, to, trigger, [], decisions, stop);
+                return RecordRange(staged, from, middle, committed, decisions, stop)
+                    && RecordRange(staged, middle, to, [], decisions, stop);
             }
             catch (Exception e) when (e is PostgresException or NpgsqlException)
             {
@@ -130,21 +141,21 @@ internal sealed class CampaignLedger : IDisposable
         }
     }
 
-    private void WriteOnce(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger,
-        IReadOnlyCollection<InputPosition> committed, Decision[] decisions)
+    private void WriteOnce(StagedBatch staged, int from, int to, IReadOnlyCollection<InputPosition> committed, Decision[] decisions)
     {
+        var (entries, trigger) = (staged.Entries, staged.Trigger);
         try
         {
             var connection = _writer ??= OpenWriter();
             using var transaction = connection.BeginTransaction();
             if (to > from)
             {
-                StageEvents(connection, entries, from, to, trigger);
-                StageClients(connection, entries, from, to);
+                // A part of the batch (while bisecting) is encoded again, numbered from its start.
+                var whole = from == 0 && to == entries.Count;
+                (whole ? staged.Events : EventRows(entries, from, to, trigger)).SendTo(connection, CopyEventsSql);
             }
             // No timeout: a lock another team holds on the table is waited out, and a large batch is not retried forever.
             using var batch = new NpgsqlBatch(connection, transaction) { Timeout = 0 };
-            NpgsqlBatchCommand? insertRows = null;
             // Positions first: what Kafka has committed tells a replay (not committed yet) from a re-read (committed).
             if (committed.Count > 0) batch.BatchCommands.Add(PositionsCommand(committed));
             if (to > from)
@@ -152,7 +163,6 @@ internal sealed class CampaignLedger : IDisposable
                 // Claims first, then what is held: a claim that waited for another instance's commit sees that
                 // instance's row in the later statements (READ COMMITTED takes a new snapshot per statement).
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(ClaimSql));
-                batch.BatchCommands.Add(insertRows = new NpgsqlBatchCommand(InsertRowsSql));
                 batch.BatchCommands.Add(WithGroup(HeldSql));
             }
             if (DateTime.UtcNow >= _nextPrune) batch.BatchCommands.Add(PruneCommand());
@@ -167,12 +177,14 @@ internal sealed class CampaignLedger : IDisposable
                 using var reader = replay.ExecuteReader();
                 outcome.ReadStored(reader);
             }
-            if (to > from && outcome.SomeRowsExisted(entries, from, (ulong)insertRows!.RecordsAffected))
+            if (outcome.SomeClaimedHadRows)
             {
-                using var inserted = new NpgsqlCommand(InsertedRowsSql, connection, transaction);
-                using var reader = inserted.ExecuteReader();
-                outcome.ReadInserted(reader);
+                // Rows written before PromoStream saw the campaign (by the old job, say) are kept, with their feedback.
+                using var existing = new NpgsqlCommand(ExistingRowsSql, connection, transaction);
+                using var reader = existing.ExecuteReader();
+                outcome.ReadExisting(reader);
             }
+            if (outcome.ClaimedCount > 0) InsertFeedbackRows(connection, entries, from, outcome, trigger);
             if (outcome.LaterEnds.Count > 0)
             {
                 using var extend = new NpgsqlCommand(ExtendEndSql, connection, transaction);
@@ -199,17 +211,20 @@ internal sealed class CampaignLedger : IDisposable
     /// <summary>The result sets of one write, turned into a decision per event.</summary>
     private sealed class WriteOutcome
     {
-        private readonly HashSet<int> _claimed = [];
+        // Claimed in this write, and whether the campaign already had rows then.
+        private readonly Dictionary<int, bool> _claimed = [];
         private readonly Dictionary<int, (long Trigger, bool Replay)> _held = [];
         public readonly List<int> LaterEnds = [];
         public readonly List<int> Replays = [];
         private readonly Dictionary<int, List<string>> _stored = [];
-        // Only when some staged clients already had a row: the clients actually inserted, per claimed event.
-        private Dictionary<int, List<string>>? _inserted;
+        private readonly Dictionary<int, List<string>> _existing = [];
+
+        public int ClaimedCount => _claimed.Count;
+        public bool SomeClaimedHadRows => _claimed.ContainsValue(true);
 
         public void Read(NpgsqlDataReader reader)
         {
-            while (reader.Read()) _claimed.Add(reader.GetInt32(0));
+            while (reader.Read()) _claimed[reader.GetInt32(0)] = reader.GetBoolean(1);
             reader.NextResult();
             while (reader.Read())
             {
@@ -222,10 +237,7 @@ internal sealed class CampaignLedger : IDisposable
 
         public void ReadStored(NpgsqlDataReader reader) => ReadClients(reader, _stored);
 
-        public bool SomeRowsExisted(IReadOnlyList<LedgerEntry> entries, int from, ulong inserted) =>
-            (ulong)_claimed.Sum(n => (long)entries[from + n].Clients.Length) != inserted;
-
-        public void ReadInserted(NpgsqlDataReader reader) => ReadClients(reader, _inserted = []);
+        public void ReadExisting(NpgsqlDataReader reader) => ReadClients(reader, _existing);
 
         private static void ReadClients(NpgsqlDataReader reader, Dictionary<int, List<string>> into)
         {
@@ -237,10 +249,18 @@ internal sealed class CampaignLedger : IDisposable
             }
         }
 
+        /// <summary>The claimed events (numbered in the write), in the order of the natural key of their rows.</summary>
+        public IEnumerable<int> ClaimedInKeyOrder(IReadOnlyList<LedgerEntry> entries, int from) =>
+            _claimed.Keys.OrderBy(n => entries[from + n].Campaign.RestaurantId, StringComparer.Ordinal)
+                .ThenBy(n => entries[from + n].Campaign.AdvCampaignId, StringComparer.Ordinal);
+
+        /// <summary>The clients of a claimed event that get a row now: all, but those that had one already.</summary>
+        public IReadOnlyList<string> NewClients(LedgerEntry entry, int n) =>
+            _existing.TryGetValue(n, out var existing) ? entry.Clients.Except(existing, StringComparer.Ordinal).ToList() : entry.Clients;
+
         public Decision Decide(LedgerEntry entry, int n, long trigger)
         {
-            if (_claimed.Contains(n))
-                return new Decision(Verdict.Notified, trigger, _inserted is null ? entry.Clients : _inserted.GetValueOrDefault(n) ?? []);
+            if (_claimed.ContainsKey(n)) return new Decision(Verdict.Notified, trigger, NewClients(entry, n));
             if (_held.TryGetValue(n, out var held) && held.Replay)
                 return new Decision(Verdict.Replayed, held.Trigger, _stored.GetValueOrDefault(n) ?? []);
             return entry.Active ? Decision.Duplicate : Decision.Inactive;
@@ -276,20 +296,17 @@ internal sealed class CampaignLedger : IDisposable
             ORDER BY restaurant_key, campaign_key, n
             ON CONFLICT (restaurant_id, adv_campaign_id) DO NOTHING
             RETURNING input_partition, input_offset)
-        INSERT INTO staged_claimed (n)
-        SELECT e.n FROM staged_events e JOIN claimed c ON c.input_partition = e.input_partition AND c.input_offset = e.input_offset
-        RETURNING n
+        INSERT INTO staged_claimed (n, has_rows)
+        SELECT e.n, EXISTS (SELECT 1 FROM public.subscribers_feedback f WHERE f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id)
+        FROM staged_events e JOIN claimed c ON c.input_partition = e.input_partition AND c.input_offset = e.input_offset
+        RETURNING n, has_rows
         """;
 
-    // In the order of the natural key, so that its index is written page by page rather than all over. The count of
-    // rows inserted tells whether every staged client got one.
-    private const string InsertRowsSql = $$"""
-        INSERT INTO public.subscribers_feedback ({{FeedbackColumns}})
-        SELECT e.restaurant_id, e.adv_campaign_id, e.adv_campaign_content, e.adv_campaign_owner, e.adv_campaign_owner_contact,
-               e.adv_campaign_datetime_start, e.adv_campaign_datetime_end, e.datetime_created, k.client_id, e.trigger_datetime_created
-        FROM staged_claimed c JOIN staged_events e ON e.n = c.n JOIN staged_clients k ON k.n = c.n
-        ORDER BY e.restaurant_id, e.adv_campaign_id, k.client_id
-        ON CONFLICT (restaurant_id, adv_campaign_id, client_id) DO NOTHING
+    // Only when a claimed campaign already had rows: which clients had one.
+    private const string ExistingRowsSql = """
+        SELECT c.n, f.client_id FROM staged_claimed c JOIN staged_events e ON e.n = c.n
+        JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
+        WHERE c.has_rows
         """;
 
     // Held before this batch (or by an instance whose claim this one waited for): replay or duplicate, and the held
@@ -307,13 +324,6 @@ internal sealed class CampaignLedger : IDisposable
         JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
              AND f.trigger_datetime_created = l.trigger_datetime_created
         WHERE e.n = ANY($1)
-        """;
-
-    // Only when some staged client had a row already: exactly which rows this transaction inserted.
-    private const string InsertedRowsSql = """
-        SELECT c.n, f.client_id FROM staged_claimed c JOIN staged_events e ON e.n = c.n
-        JOIN public.subscribers_feedback f ON f.restaurant_id = e.restaurant_id AND f.adv_campaign_id = e.adv_campaign_id
-        WHERE f.xmin = pg_current_xact_id()::xid
         """;
 
     // Only for held campaigns seen again with a later end (rare): pruning must wait for the latest end.
@@ -354,7 +364,9 @@ internal sealed class CampaignLedger : IDisposable
 
     /// <summary>Records committed input positions on their own, for a clean stop after the last batch.</summary>
     public void RecordPositions(IReadOnlyCollection<InputPosition> committed, CancellationToken stop) =>
-        RecordRange([], 0, 0, 0, committed, [], stop);
+        RecordRange(NoEvents, 0, 0, committed, [], stop);
+
+    private static readonly StagedBatch NoEvents = new([], 0, new CopyRows());
 
     /// <summary>The recorded next offsets of this group for the given topic, by partition.</summary>
     public Dictionary<int, long> RecordedPositions(string topic)
@@ -384,8 +396,7 @@ internal sealed class CampaignLedger : IDisposable
                 adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
                 datetime_created int8, trigger_datetime_created int4, consumer_group text, input_topic text, input_partition int4,
                 input_offset int8, active bool, client_count int4) ON COMMIT DELETE ROWS;
-            CREATE TEMP TABLE IF NOT EXISTS staged_claimed (n int4) ON COMMIT DELETE ROWS;
-            CREATE TEMP TABLE IF NOT EXISTS staged_clients (n int4, client_id text) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS staged_claimed (n int4, has_rows bool) ON COMMIT DELETE ROWS;
             -- The staging tables have no statistics, so the planner takes a batch for millions of rows: JIT would compile
             -- every write (300 ms each, measured) for nothing, and the sorts would spill to disk.
             SET jit = off;
@@ -395,53 +406,72 @@ internal sealed class CampaignLedger : IDisposable
         return connection;
     }
 
-    private void StageEvents(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
+    private const string CopyEventsSql =
+        "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, " +
+        "adv_campaign_owner_contact, adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, " +
+        "consumer_group, input_topic, input_partition, input_offset, active, client_count) FROM STDIN (FORMAT BINARY)";
+
+    private CopyRows EventRows(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
     {
-        using var copy = connection.BeginBinaryImport(
-            "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, adv_campaign_owner_contact, " +
-            "adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, consumer_group, input_topic, " +
-            "input_partition, input_offset, active, client_count) FROM STDIN (FORMAT BINARY)");
+        var rows = new CopyRows();
         var triggerInt = checked((int)trigger);
         for (var i = from; i < to; i++)
         {
             var (c, position, active, clients) = entries[i];
-            copy.StartRow();
-            copy.Write(i - from, NpgsqlDbType.Integer);
-            copy.Write(c.Key.RestaurantId, NpgsqlDbType.Uuid);
-            copy.Write(c.Key.CampaignId, NpgsqlDbType.Uuid);
-            copy.Write(c.RestaurantId, NpgsqlDbType.Text);
-            copy.Write(c.AdvCampaignId, NpgsqlDbType.Text);
-            copy.Write(c.Content, NpgsqlDbType.Text);
-            copy.Write(c.Owner, NpgsqlDbType.Text);
-            copy.Write(c.OwnerContact, NpgsqlDbType.Text);
-            copy.Write(c.DatetimeStart, NpgsqlDbType.Bigint);
-            copy.Write(c.DatetimeEnd, NpgsqlDbType.Bigint);
-            copy.Write(c.DatetimeCreated, NpgsqlDbType.Bigint);
-            copy.Write(triggerInt, NpgsqlDbType.Integer);
-            copy.Write(_consumerGroup, NpgsqlDbType.Text);
-            copy.Write(position.Topic, NpgsqlDbType.Text);
-            copy.Write(position.Partition, NpgsqlDbType.Integer);
-            copy.Write(position.Offset, NpgsqlDbType.Bigint);
-            copy.Write(active, NpgsqlDbType.Boolean);
-            copy.Write(clients.Length, NpgsqlDbType.Integer);
+            rows.StartRow(18);
+            rows.Int(i - from);
+            rows.Uuid(c.Key.RestaurantId);
+            rows.Uuid(c.Key.CampaignId);
+            rows.Text(c.RestaurantId);
+            rows.Text(c.AdvCampaignId);
+            rows.Text(c.Content);
+            rows.Text(c.Owner);
+            rows.Text(c.OwnerContact);
+            rows.Long(c.DatetimeStart);
+            rows.Long(c.DatetimeEnd);
+            rows.Long(c.DatetimeCreated);
+            rows.Int(triggerInt);
+            rows.Text(_consumerGroup);
+            rows.Text(position.Topic);
+            rows.Int(position.Partition);
+            rows.Long(position.Offset);
+            rows.Bool(active);
+            rows.Int(clients.Length);
         }
-        copy.Complete();
+        return rows;
     }
 
-    private static void StageClients(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, int to)
+    private const string CopyFeedbackSql = $"COPY public.subscribers_feedback ({FeedbackColumns}) FROM STDIN (FORMAT BINARY)";
+
+    // COPY rather than INSERT … SELECT: PostgreSQL writes the rows in bulk (measured: a quarter less time for the
+    // same rows), and in the order of the natural key, so that its index is written page by page rather than all over.
+    // The claim keeps every other PromoStream writer off these campaigns; a row someone else adds in between fails the
+    // COPY on the natural key (transient: the retry finds the campaign has rows, and leaves them).
+    private static void InsertFeedbackRows(NpgsqlConnection connection, IReadOnlyList<LedgerEntry> entries, int from, WriteOutcome outcome, long trigger)
     {
-        using var copy = connection.BeginBinaryImport("COPY staged_clients (n, client_id) FROM STDIN (FORMAT BINARY)");
-        for (var i = from; i < to; i++)
+        var triggerInt = checked((int)trigger);
+        CopyRows.Stream(connection, CopyFeedbackSql, rows =>
         {
-            if (!entries[i].Active) continue;
-            foreach (var client in entries[i].Clients)
+            foreach (var n in outcome.ClaimedInKeyOrder(entries, from))
             {
-                copy.StartRow();
-                copy.Write(i - from, NpgsqlDbType.Integer);
-                copy.Write(client, NpgsqlDbType.Text);
+                var entry = entries[from + n];
+                var c = entry.Campaign;
+                foreach (var client in outcome.NewClients(entry, n))
+                {
+                    rows.StartRow(10);
+                    rows.Text(c.RestaurantId);
+                    rows.Text(c.AdvCampaignId);
+                    rows.Text(c.Content);
+                    rows.Text(c.Owner);
+                    rows.Text(c.OwnerContact);
+                    rows.Long(c.DatetimeStart);
+                    rows.Long(c.DatetimeEnd);
+                    rows.Long(c.DatetimeCreated);
+                    rows.Text(client);
+                    rows.Int(triggerInt);
+                }
             }
-        }
-        copy.Complete();
+        });
     }
 
     public void Dispose()

@@ -309,10 +309,14 @@ internal sealed class Processor : IDisposable
     /// <summary>Delivers everything in flight, before an idle moment, a rebalance or the exit.</summary>
     private bool FinishAll(Batch? alsoRewind = null) => Settle(0, alsoRewind);
 
-    /// <summary>Ledger writes run one at a time on one connection, each as soon as the one before it ends.</summary>
+    /// <summary>
+    /// Ledger writes run one at a time on one connection, each as soon as the one before it ends; the batch is encoded
+    /// for it here, while the one before is being written.
+    /// </summary>
     private Task<Decision[]?> RecordAfter(Task<Decision[]?>? previous, Plan plan)
     {
-        Decision[]? Record() => _stats.Metrics.Timed("ledger_write", () => _ledger.Record(plan.Entries, plan.Trigger, _committed.Unrecorded(), _stop));
+        var staged = _ledger.Stage(plan.Entries, plan.Trigger);
+        Decision[]? Record() => _stats.Metrics.Timed("ledger_write", () => _ledger.Record(staged, _committed.Unrecorded(), _stop));
         return previous is null ? Task.Run(Record) : previous.ContinueWith(_ => Record(), TaskScheduler.Default);
     }
 

@@ -63,7 +63,8 @@ internal sealed class SubscriberDirectory(NpgsqlDataSource dataSource, TimeSpan 
             }
         }
         foreach (var id in restaurantIds)
-            _byRestaurant[id] = new Entry(found.TryGetValue(id, out var clients) ? [.. clients] : [], now);
+            // In ordinal order: the ledger writes a campaign's rows in the order of the natural key.
+            _byRestaurant[id] = new Entry(found.TryGetValue(id, out var clients) ? [.. clients.Order(StringComparer.Ordinal)] : [], now);
     }
 
     // Keeps memory bounded by the restaurants seen within a few refresh intervals, not by all ever seen.

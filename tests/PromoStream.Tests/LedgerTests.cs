@@ -225,4 +225,12 @@ public class LedgerTests
     [InlineData("42P01", "PermanentForProcess")]
     public void EverySqlStateHasOneClass(string sqlState, string expected) =>
         Assert.Equal(Enum.Parse<FailureClass>(expected), Failures.ClassifySqlState(sqlState));
+
+    [Theory]
+    [InlineData("subscribers_feedback_natural_key", "Transient")]  // another writer's row between claim and insert
+    [InlineData("id_pk", "PermanentForProcess")]                   // the id sequence is behind the table
+    [InlineData("some_other_team_unique", "PermanentForEvent")]
+    public void AUniqueViolationIsClassedByItsConstraint(string constraint, string expected) =>
+        Assert.Equal(Enum.Parse<FailureClass>(expected), Failures.Classify(
+            new PostgresException("duplicate key", "ERROR", "ERROR", "23505", tableName: "subscribers_feedback", constraintName: constraint)));
 }
