@@ -422,14 +422,7 @@ internal sealed class CampaignLedger : IDisposable
             rows.Int(i - from);
             rows.Uuid(c.Key.RestaurantId);
             rows.Uuid(c.Key.CampaignId);
-            rows.Text(c.RestaurantId);
-            rows.Text(c.AdvCampaignId);
-            rows.Text(c.Content);
-            rows.Text(c.Owner);
-            rows.Text(c.OwnerContact);
-            rows.Long(c.DatetimeStart);
-            rows.Long(c.DatetimeEnd);
-            rows.Long(c.DatetimeCreated);
+            CampaignFields(rows, c);
             rows.Int(triggerInt);
             rows.Text(_consumerGroup);
             rows.Text(position.Topic);
@@ -439,6 +432,19 @@ internal sealed class CampaignLedger : IDisposable
             rows.Int(clients.Length);
         }
         return rows;
+    }
+
+    // The campaign's eight contract fields, in the contract's order: both the staged events and the rows carry them.
+    private static void CampaignFields(CopyRows rows, Campaign c)
+    {
+        rows.Text(c.RestaurantId);
+        rows.Text(c.AdvCampaignId);
+        rows.Text(c.Content);
+        rows.Text(c.Owner);
+        rows.Text(c.OwnerContact);
+        rows.Long(c.DatetimeStart);
+        rows.Long(c.DatetimeEnd);
+        rows.Long(c.DatetimeCreated);
     }
 
     private const string CopyFeedbackSql = $"COPY public.subscribers_feedback ({FeedbackColumns}) FROM STDIN (FORMAT BINARY)";
@@ -459,14 +465,7 @@ internal sealed class CampaignLedger : IDisposable
                 foreach (var client in outcome.NewClients(entry, n))
                 {
                     rows.StartRow(10);
-                    rows.Text(c.RestaurantId);
-                    rows.Text(c.AdvCampaignId);
-                    rows.Text(c.Content);
-                    rows.Text(c.Owner);
-                    rows.Text(c.OwnerContact);
-                    rows.Long(c.DatetimeStart);
-                    rows.Long(c.DatetimeEnd);
-                    rows.Long(c.DatetimeCreated);
+                    CampaignFields(rows, c);
                     rows.Text(client);
                     rows.Int(triggerInt);
                 }
