@@ -36,11 +36,8 @@ internal sealed class CopyRows
         using var copy = connection.BeginRawBinaryCopy(copyCommand);
         var rows = new CopyRows(copy);
         write(rows);
-        copy.Write(rows._buffer.WrittenSpan);
-        copy.Write(Trailer);
+        rows.WriteRestTo(copy);
     }
-
-    public int Count { get; private set; }
 
     public void StartRow(short fields)
     {
@@ -51,7 +48,6 @@ internal sealed class CopyRows
         }
         BinaryPrimitives.WriteInt16BigEndian(_buffer.GetSpan(2), fields);
         _buffer.Advance(2);
-        Count++;
     }
 
     public void Int(int value)
@@ -97,8 +93,13 @@ internal sealed class CopyRows
     /// <summary>Runs <paramref name="copyCommand"/> (a COPY … FROM STDIN (FORMAT BINARY)) with these rows.</summary>
     public void SendTo(NpgsqlConnection connection, string copyCommand)
     {
-        using var stream = connection.BeginRawBinaryCopy(copyCommand);
-        stream.Write(_buffer.WrittenSpan);
-        stream.Write(Trailer);
+        using var copy = connection.BeginRawBinaryCopy(copyCommand);
+        WriteRestTo(copy);
+    }
+
+    private void WriteRestTo(Stream copy)
+    {
+        copy.Write(_buffer.WrittenSpan);
+        copy.Write(Trailer);
     }
 }
