@@ -37,6 +37,7 @@ internal sealed class EmbeddedStack : IDisposable
             ["kafka.transactional_id"] = $"{prefix}-stream-1",
             ["kafka.create_topics"] = "false",
             ["kafka.session_timeout_ms"] = "6000", // the embedded broker settles rebalances only with short sessions
+            ["kafka.fetch_wait_max_ms"] = Dev.EmbeddedFetchWaitMs,
             ["kafka.connect_timeout_seconds"] = "10",
             ["postgres.connection_string"] = connectionString,
             ["processing.stats_interval_seconds"] = "2",

@@ -12,7 +12,8 @@ internal sealed record KafkaSettings(
     string GroupId, string TransactionalId, string? GroupInstanceId,
     string SecurityProtocol, string? SaslMechanism, string? SaslUsername, string? SaslPassword, string? SslCaLocation,
     bool CreateTopics, int TopicPartitions, short ReplicationFactor, string AutoOffsetReset,
-    int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes, long PartitionCapacityBytes = 0);
+    int SessionTimeoutMs, int TransactionTimeoutMs, int ConnectTimeoutSeconds, int MaxMessageBytes, int FetchWaitMaxMs,
+    long PartitionCapacityBytes = 0);
 
 internal sealed record PostgresSettings(string ConnectionString, int ConnectTimeoutSeconds)
 {
@@ -66,6 +67,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
         ["kafka.transaction_timeout_ms"] = "60000",
         ["kafka.connect_timeout_seconds"] = "30",
         ["kafka.max_message_bytes"] = "4194304",
+        ["kafka.fetch_wait_max_ms"] = "50",
         ["kafka.partition_capacity_bytes"] = "0",
         ["postgres.connection_string"] = null,
         ["postgres.connect_timeout_seconds"] = "30",
@@ -212,6 +214,7 @@ internal sealed record Settings(KafkaSettings Kafka, PostgresSettings Postgres, 
             TransactionTimeoutMs: read.Int("kafka.transaction_timeout_ms", 1000, 900_000),
             ConnectTimeoutSeconds: read.Int("kafka.connect_timeout_seconds", 1, 3600),
             MaxMessageBytes: read.Int("kafka.max_message_bytes", 1_000_000, 100_000_000),
+            FetchWaitMaxMs: read.Int("kafka.fetch_wait_max_ms", 1, 10_000),
             PartitionCapacityBytes: read.Int("kafka.partition_capacity_bytes", 0, int.MaxValue));
         if (kafka.SecurityProtocol.StartsWith("sasl", StringComparison.Ordinal) && (kafka.SaslUsername is null || kafka.SaslPassword is null))
             throw new ConfigException("kafka.sasl_username and kafka.sasl_password are required when kafka.security_protocol is " + kafka.SecurityProtocol);

@@ -71,8 +71,8 @@ internal static class Kafka
         FetchMaxBytes = Math.Max(k.MaxMessageBytes, 16 * 1024 * 1024),
         MaxPartitionFetchBytes = k.MaxMessageBytes,
         QueuedMaxMessagesKbytes = 16 * 1024,
-        // A fetch answers as soon as data arrives on a real broker; this caps the wait where it does not.
-        FetchWaitMaxMs = 50,
+        // A real broker answers a fetch as soon as input arrives; the embedded one waits this out (see its settings).
+        FetchWaitMaxMs = k.FetchWaitMaxMs,
     };
 
     /// <summary>

@@ -241,6 +241,7 @@ internal static class Bench
               transactional_id: "{s.Kafka.TransactionalId}"
               create_topics: false
               session_timeout_ms: 6000
+              fetch_wait_max_ms: {s.Kafka.FetchWaitMaxMs}
             postgres:
               connection_string: "{s.Postgres.ConnectionString}"
             processing:

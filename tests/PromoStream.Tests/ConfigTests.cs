@@ -33,6 +33,7 @@ public class ConfigTests
         Assert.Equal(30, s.Processing.SubscribersRefreshSeconds);
         Assert.True(s.Kafka.CreateTopics);
         Assert.True(s.Processing.Transactions);
+        Assert.Equal(50, s.Kafka.FetchWaitMaxMs);
         Assert.Equal(new MetricsSettings(Port: 0, Bind: "0.0.0.0", ReadyMaxHoldSeconds: 30, StuckAfterSeconds: 120), s.Metrics);
     }
 
@@ -60,6 +61,14 @@ public class ConfigTests
     {
         var e = Assert.Throws<ConfigException>(() => Load(Valid + "\n" + extra));
         Assert.Contains(named, e.Message);
+    }
+
+    [Fact]
+    public void TheFetchWaitIsReadAndBounded()
+    {
+        string With(string wait) => Valid.Replace("  transactional_id: \"promo-stream-1\"", $"  transactional_id: \"promo-stream-1\"\n  fetch_wait_max_ms: {wait}");
+        Assert.Equal(10, Load(With("10")).Kafka.FetchWaitMaxMs);
+        Assert.Contains("kafka.fetch_wait_max_ms", Assert.Throws<ConfigException>(() => Load(With("0"))).Message);
     }
 
     [Fact]
