@@ -271,11 +271,24 @@ internal static class Simulator
 
     public static SimulationReport Publish(KafkaSettings k, IEnumerable<SimulatedEvent> events, int? total, int rate, CancellationToken stop)
     {
-        var report = new SimulationReport();
-        var failures = 0L;
+        using var producer = Publisher(k, rate);
+        return Publish(producer, k, events, total, rate, stop);
+    }
+
+    /// <summary>A producer of input events, for publishing more than once from the same one.</summary>
+    public static IProducer<byte[], byte[]> Publisher(KafkaSettings k, int rate)
+    {
         var config = Kafka.Producer(k, transactional: false);
         config.LingerMs = rate is > 0 and <= 5000 ? 1 : 20;
-        using var producer = new ProducerBuilder<byte[], byte[]>(config).SetLogHandler((_, _) => { }).Build();
+        return new ProducerBuilder<byte[], byte[]>(config).SetLogHandler((_, _) => { }).Build();
+    }
+
+    /// <summary>Publishes at <paramref name="rate"/> events/s (0: as fast as Kafka takes them); returns once all are delivered.</summary>
+    public static SimulationReport Publish(IProducer<byte[], byte[]> producer, KafkaSettings k, IEnumerable<SimulatedEvent> events, int? total, int rate,
+        CancellationToken stop)
+    {
+        var report = new SimulationReport();
+        var failures = 0L;
         var clock = Stopwatch.StartNew();
         var progress = Stopwatch.StartNew();
         var first = new HashSet<(string, string)>();
