@@ -24,6 +24,17 @@ internal sealed unsafe class EmbeddedKafka : IDisposable
 
     public string BootstrapServers { get; }
 
+    /// <summary>The settings every PromoStream client of this broker needs, whatever its topics.</summary>
+    public static IReadOnlyDictionary<string, string> ClientKeys { get; } = new Dictionary<string, string>
+    {
+        ["kafka.create_topics"] = "false",     // it cannot create topics on request
+        ["kafka.session_timeout_ms"] = "6000", // its rebalances settle only with short sessions
+        // It answers a fetch with no new input only when the fetch's wait is over, even when input arrives meanwhile
+        // ("we should cut the wait short ... too much of a hassle"): here the wait is latency. Measured in the bench's
+        // latency phase: p50 66 -> 56 ms, p99 105 -> 84 ms going from 50 to 10 ms.
+        ["kafka.fetch_wait_max_ms"] = "10",
+    };
+
     private EmbeddedKafka(nint handle, nint cluster, string bootstrapServers)
     {
         _handle = handle;

@@ -35,14 +35,11 @@ internal sealed class EmbeddedStack : IDisposable
             ["kafka.dlq_topic"] = $"{prefix}-campaigns-dlq",
             ["kafka.group_id"] = $"{prefix}-stream",
             ["kafka.transactional_id"] = $"{prefix}-stream-1",
-            ["kafka.create_topics"] = "false",
-            ["kafka.session_timeout_ms"] = "6000", // the embedded broker settles rebalances only with short sessions
-            ["kafka.fetch_wait_max_ms"] = Dev.EmbeddedFetchWaitMs,
             ["kafka.connect_timeout_seconds"] = "10",
             ["postgres.connection_string"] = connectionString,
             ["processing.stats_interval_seconds"] = "2",
         };
-        foreach (var (key, value) in overrides ?? new Dictionary<string, string>()) values[key] = value;
+        foreach (var (key, value) in EmbeddedKafka.ClientKeys.Concat(overrides ?? new Dictionary<string, string>())) values[key] = value;
         var settings = Settings.FromValues(values);
         var k = settings.Kafka;
         foreach (var topic in new[] { k.InputTopic, k.OutputTopic, k.DlqTopic }) kafka.CreateTopic(topic, partitions);

@@ -74,7 +74,7 @@ internal static class Kafka
         FetchMaxBytes = Math.Max(k.MaxMessageBytes, 16 * 1024 * 1024),
         MaxPartitionFetchBytes = k.MaxMessageBytes,
         QueuedMaxMessagesKbytes = 16 * 1024,
-        // A real broker answers a fetch as soon as input arrives; the embedded one waits this out (see its settings).
+        // A real broker answers a fetch as soon as input arrives; the embedded one waits this out (EmbeddedKafka.ClientKeys).
         FetchWaitMaxMs = k.FetchWaitMaxMs,
     };
 

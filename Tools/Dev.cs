@@ -14,17 +14,12 @@ internal static class Dev
     // The embedded broker keeps about this much of each partition and silently drops what is older.
     internal const long PartitionCapacityBytes = 5L * 1024 * 1024;
 
-    // The embedded broker answers a fetch with no new input only when the fetch's wait is over, even when input arrives
-    // meanwhile (librdkafka's mock cluster: "we should cut the wait short ... too much of a hassle"): on it, the wait
-    // is latency. Measured in the bench's latency phase: p50 66 -> 56 ms, p99 105 -> 84 ms going from 50 to 10 ms.
-    internal const string EmbeddedFetchWaitMs = "10";
-
     // Sized so that the README's numbers (10,000 events: about 70,000 notifications of ~450 bytes) fill the output
     // topic to about a fifth: room to spare, and a warning long before anything would be dropped.
     private const int InputPartitions = 8, OutputPartitions = 32, DlqPartitions = 4;
 
     /// <summary>The default topics, group and ids of credentials.yaml.example.</summary>
-    internal static Dictionary<string, string> DefaultKeys(string bootstrap, string connectionString) => new()
+    internal static Dictionary<string, string> DefaultKeys(string bootstrap, string connectionString) => new(EmbeddedKafka.ClientKeys)
     {
         ["kafka.bootstrap_servers"] = bootstrap,
         ["kafka.input_topic"] = "restaurant-promotions",
@@ -32,9 +27,6 @@ internal static class Dev
         ["kafka.dlq_topic"] = "restaurant-promotions-dlq",
         ["kafka.group_id"] = "promo-stream",
         ["kafka.transactional_id"] = "promo-stream-1",
-        ["kafka.create_topics"] = "false",         // the embedded broker cannot create topics on request
-        ["kafka.session_timeout_ms"] = "6000",     // its rebalances settle only with short sessions
-        ["kafka.fetch_wait_max_ms"] = EmbeddedFetchWaitMs,
         ["kafka.partition_capacity_bytes"] = PartitionCapacityBytes.ToString(), // so that the processor warns too
         ["postgres.connection_string"] = connectionString,
     };
