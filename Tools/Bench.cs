@@ -9,7 +9,8 @@ namespace PromoStream;
 /// <summary>
 /// The benchmark. The embedded Kafka and the load generator live in this process; the processor runs as a child
 /// process (the real `--process`), so its peak RSS is its own. Baselines A (PostgreSQL alone) and B (Kafka alone)
-/// write the very rows and records the pipeline writes, in the same batches, the same way.
+/// write the very rows and records the pipeline writes, in the same batches, the same way; A's ledger decides the
+/// same events the pipeline's does, duplicates and expired campaigns included.
 /// </summary>
 internal static class Bench
 {
@@ -55,15 +56,15 @@ internal static class Bench
             var noEosRuns = new List<PipelineRun>();
             var aSeconds = new List<double>();
             var bSeconds = new List<double>();
-            List<List<Fanout>>? fanouts = null;
+            List<ExpectedBatch>? expected = null;
             var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             for (var round = 1; round <= rounds; round++)
             {
                 Log.Info($"bench: round {round} of {rounds}");
                 eosRuns.Add(Pipeline(stack, work, workload, $"eos{round}", transactions: true, stop));
-                fanouts ??= ExpectedBatches(dataSource, workload, batchEvents: 5000);
-                aSeconds.Add(BaselinePostgres(dataSource, fanouts, now).TotalSeconds);
-                bSeconds.Add(BaselineKafka(stack, workload, fanouts, round).TotalSeconds);
+                expected ??= ExpectedBatches(dataSource, workload, now, batchEvents: 5000);
+                aSeconds.Add(BaselinePostgres(dataSource, expected, ExpectedRows(expected), now).TotalSeconds);
+                bSeconds.Add(BaselineKafka(stack, workload, expected, round).TotalSeconds);
                 if (compareEos) noEosRuns.Add(Pipeline(stack, work, workload, $"noeos{round}", transactions: false, stop));
             }
             var scaled = scale > 1
@@ -74,7 +75,7 @@ internal static class Bench
             var noEos = compareEos ? MedianRun(noEosRuns) : null;
             var a = TimeSpan.FromSeconds(Median(aSeconds));
             var b = TimeSpan.FromSeconds(Median(bSeconds));
-            var expectedRows = fanouts!.Sum(f => f.Sum(x => (long)x.Entry.Clients.Length));
+            var expectedRows = ExpectedRows(expected!);
             foreach (var run in eosRuns.Where(r => r.Rows != expectedRows))
                 Log.Warn($"bench: the pipeline wrote {run.Rows} rows, the workload has {expectedRows} (the sinks disagree with the workload)");
             Log.Info("bench: per round, seconds: pipeline " + string.Join(" ", eosRuns.Select(r => r.BusySeconds.ToString("0.00", CultureInfo.InvariantCulture))) +
@@ -104,6 +105,8 @@ internal static class Bench
             work.Delete(recursive: true);
         }
     }
+
+    private static long ExpectedRows(List<ExpectedBatch> batches) => batches.Sum(b => b.Notifications.Sum(n => (long)n.Entry.Clients.Length));
 
     private static SimulatorOptions Options(Workload w, int count, int rate) => new(
         Count: count, Rate: rate, Duplicates: 0.10, Malformed: 0.02, Expired: 0.05, NoSubscribers: 0.05,
@@ -164,46 +167,60 @@ internal static class Bench
         command.ExecuteNonQuery();
     }
 
-    /// <summary>The notifications the pipeline computes for the workload, cut into the batches it would commit.</summary>
+    /// <summary>
+    /// What the pipeline hands each sink for one batch: the ledger gets every valid event (duplicates, expired
+    /// campaigns and restaurants without subscribers included) with its input position and the positions committed
+    /// by the batch before; Kafka gets the notifications of the first active sightings.
+    /// </summary>
+    private sealed record ExpectedBatch(List<LedgerEntry> Entries, List<InputPosition> Committed, List<Fanout> Notifications);
+
     private sealed record Fanout(LedgerEntry Entry, NotificationTemplate Template);
 
-    private static List<List<Fanout>> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, int batchEvents)
+    private static List<ExpectedBatch> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, long now, int batchEvents)
     {
-        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromHours(1));
         var seen = new HashSet<CampaignKey>();
-        var batches = new List<List<Fanout>>();
-        var campaigns = new List<Campaign>();
+        var batches = new List<ExpectedBatch>();
+        var read = new List<(Campaign Campaign, InputPosition Position)>();
+        List<InputPosition> committed = [];
         var i = 0;
         foreach (var e in Simulator.Generate(Options(w, w.Events, 0), now))
         {
-            if (CampaignParser.TryParse(e.Value, out var c, out _) && c!.IsActiveAt(now) && seen.Add(c.Key)) campaigns.Add(c);
-            if (++i % batchEvents != 0) continue;
-            batches.Add(Fanouts(subscribers, campaigns, now));
-            campaigns.Clear();
+            var position = new InputPosition("bench-baseline", i % w.Partitions, i / w.Partitions);
+            if (CampaignParser.TryParse(e.Value, out var c, out _)) read.Add((c!, position));
+            if (++i % batchEvents == 0 || i == w.Events) CloseBatch();
         }
-        if (campaigns.Count > 0) batches.Add(Fanouts(subscribers, campaigns, now));
         return batches;
+
+        void CloseBatch()
+        {
+            subscribers.Prepare(read.Where(r => r.Campaign.IsActiveAt(now)).Select(r => r.Campaign.RestaurantId).ToHashSet());
+            var entries = read.Select(r => r.Campaign.IsActiveAt(now)
+                ? new LedgerEntry(r.Campaign, r.Position, true, subscribers.ClientsOf(r.Campaign.RestaurantId))
+                : new LedgerEntry(r.Campaign, r.Position, false, [])).ToList();
+            var notifications = entries.Where(x => x.Active && seen.Add(x.Campaign.Key) && x.Clients.Length > 0)
+                .Select(x => new Fanout(x, new NotificationTemplate(x.Campaign, now))).ToList();
+            batches.Add(new ExpectedBatch(entries, committed, notifications));
+            committed = read.GroupBy(r => r.Position.Partition).Select(g => g.Last().Position with { Offset = g.Last().Position.Offset + 1 }).ToList();
+            read.Clear();
+        }
     }
 
-    private static List<Fanout> Fanouts(SubscriberDirectory subscribers, List<Campaign> campaigns, long now)
-    {
-        subscribers.Prepare(campaigns.Select(c => c.RestaurantId).ToHashSet());
-        return campaigns.Select((c, i) => (c, i, clients: subscribers.ClientsOf(c.RestaurantId))).Where(x => x.clients.Length > 0)
-            .Select(x => new Fanout(new LedgerEntry(x.c, new InputPosition("baseline", 0, x.i), true, x.clients), new NotificationTemplate(x.c, now))).ToList();
-    }
-
-    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<List<Fanout>> batches, long now)
+    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<ExpectedBatch> batches, long expectedRows, long now)
     {
         Truncate(dataSource);
-        Log.Info($"bench: baseline A, {batches.Sum(b => b.Sum(f => f.Entry.Clients.Length))} rows written through the ledger into PostgreSQL alone");
+        Log.Info($"bench: baseline A, {expectedRows} rows written through the ledger into PostgreSQL alone");
         using var ledger = new CampaignLedger(dataSource, "bench", "bench-baseline", 1000);
+        // Encoded before the clock starts, as the pipeline encodes a batch while the one before is being written.
+        var staged = batches.Select(b => (Rows: ledger.Stage(b.Entries, now), b.Committed)).ToList();
         var clock = Stopwatch.StartNew();
-        foreach (var batch in batches) ledger.Record(batch.Select(f => f.Entry).ToList(), now, [], CancellationToken.None);
-        return clock.Elapsed;
+        foreach (var (rows, committed) in staged) ledger.Record(rows, committed, CancellationToken.None);
+        var elapsed = clock.Elapsed;
+        if (ledger.RowsInserted != expectedRows) Log.Warn($"bench: baseline A wrote {ledger.RowsInserted} rows, the workload has {expectedRows}");
+        return elapsed;
     }
 
-    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<List<Fanout>> batches, int round)
+    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<ExpectedBatch> batches, int round)
     {
         var settings = stack.CreateSettings(w.Partitions, $"bench-kafka-only{round}");
         Log.Info("bench: baseline B, the same records produced transactionally to Kafka alone");
@@ -213,7 +230,7 @@ internal static class Bench
         foreach (var batch in batches)
         {
             producer.BeginTransaction();
-            foreach (var fanout in batch)
+            foreach (var fanout in batch.Notifications)
                 foreach (var client in fanout.Entry.Clients)
                     Simulator.ProduceWithBackpressure(producer, settings.Kafka.OutputTopic,
                         new Message<byte[], byte[]> { Key = Encoding.UTF8.GetBytes(client), Value = fanout.Template.For(client) }, null!);
