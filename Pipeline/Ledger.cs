@@ -392,10 +392,9 @@ internal sealed class CampaignLedger : IDisposable
         var connection = _dataSource.OpenConnection();
         using var create = new NpgsqlCommand("""
             CREATE TEMP TABLE IF NOT EXISTS staged_events (
-                n int4, restaurant_key uuid, campaign_key uuid, restaurant_id text, adv_campaign_id text, adv_campaign_content text, adv_campaign_owner text,
-                adv_campaign_owner_contact text, adv_campaign_datetime_start int8, adv_campaign_datetime_end int8,
-                datetime_created int8, trigger_datetime_created int4, consumer_group text, input_topic text, input_partition int4,
-                input_offset int8, active bool, client_count int4) ON COMMIT DELETE ROWS;
+                n int4, restaurant_key uuid, campaign_key uuid, restaurant_id text, adv_campaign_id text, adv_campaign_datetime_end int8,
+                trigger_datetime_created int4, consumer_group text, input_topic text, input_partition int4, input_offset int8, active bool)
+                ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS staged_claimed (n int4, has_rows bool) ON COMMIT DELETE ROWS;
             -- The staging tables have no statistics, so the planner takes a batch for millions of rows: JIT would compile
             -- every write (300 ms each, measured) for nothing, and the sorts would spill to disk.
@@ -407,9 +406,8 @@ internal sealed class CampaignLedger : IDisposable
     }
 
     private const string CopyEventsSql =
-        "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_content, adv_campaign_owner, " +
-        "adv_campaign_owner_contact, adv_campaign_datetime_start, adv_campaign_datetime_end, datetime_created, trigger_datetime_created, " +
-        "consumer_group, input_topic, input_partition, input_offset, active, client_count) FROM STDIN (FORMAT BINARY)";
+        "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, " +
+        "consumer_group, input_topic, input_partition, input_offset, active) FROM STDIN (FORMAT BINARY)";
 
     private CopyRows EventRows(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
     {
@@ -417,24 +415,25 @@ internal sealed class CampaignLedger : IDisposable
         var triggerInt = checked((int)trigger);
         for (var i = from; i < to; i++)
         {
-            var (c, position, active, clients) = entries[i];
-            rows.StartRow(18);
+            var (c, position, active, _) = entries[i];
+            rows.StartRow(12);
             rows.Int(i - from);
             rows.Uuid(c.Key.RestaurantId);
             rows.Uuid(c.Key.CampaignId);
-            CampaignFields(rows, c);
+            rows.Text(c.RestaurantId);
+            rows.Text(c.AdvCampaignId);
+            rows.Long(c.DatetimeEnd);
             rows.Int(triggerInt);
             rows.Text(_consumerGroup);
             rows.Text(position.Topic);
             rows.Int(position.Partition);
             rows.Long(position.Offset);
             rows.Bool(active);
-            rows.Int(clients.Length);
         }
         return rows;
     }
 
-    // The campaign's eight contract fields, in the contract's order: both the staged events and the rows carry them.
+    // The campaign's eight contract fields, in the contract's order, as subscribers_feedback takes them.
     private static void CampaignFields(CopyRows rows, Campaign c)
     {
         rows.Text(c.RestaurantId);
