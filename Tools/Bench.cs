@@ -268,8 +268,8 @@ internal static class Bench
               dlq_topic: "{s.Kafka.DlqTopic}"
               group_id: "{s.Kafka.GroupId}"
               transactional_id: "{s.Kafka.TransactionalId}"
-              create_topics: false
-              session_timeout_ms: 6000
+              create_topics: {(s.Kafka.CreateTopics ? "true" : "false")}
+              session_timeout_ms: {s.Kafka.SessionTimeoutMs}
               fetch_wait_max_ms: {s.Kafka.FetchWaitMaxMs}
             postgres:
               connection_string: "{s.Postgres.ConnectionString}"
