@@ -194,33 +194,34 @@ internal static class Bench
 
     private sealed record Fanout(LedgerEntry Entry, NotificationTemplate Template);
 
+    /// <summary>The workload cut into batches and evaluated by the pipeline's own evaluator, as the processor would.</summary>
     private static List<ExpectedBatch> ExpectedBatches(Npgsql.NpgsqlDataSource dataSource, Workload w, long now, int batchEvents)
     {
-        var subscribers = new SubscriberDirectory(dataSource, TimeSpan.FromHours(1));
+        var evaluator = new BatchEvaluator(new SubscriberDirectory(dataSource, TimeSpan.FromHours(1)), "bench-baseline-output");
         var seen = new HashSet<CampaignKey>();
         var batches = new List<ExpectedBatch>();
-        var read = new List<(Campaign Campaign, InputPosition Position)>();
+        var batch = new Batch();
         List<InputPosition> committed = [];
         var i = 0;
         foreach (var e in Simulator.Generate(Options(w, w.Events, 0), now))
         {
-            var position = new InputPosition("bench-baseline", i % w.Partitions, i / w.Partitions);
-            if (CampaignParser.TryParse(e.Value, out var c, out _)) read.Add((c!, position));
+            batch.Add(new ConsumeResult<byte[]?, byte[]?>
+            {
+                TopicPartitionOffset = new TopicPartitionOffset("bench-baseline", i % w.Partitions, i / w.Partitions),
+                Message = new Message<byte[]?, byte[]?> { Key = e.Key, Value = e.Value },
+            });
             if (++i % batchEvents == 0 || i == w.Events) CloseBatch();
         }
         return batches;
 
         void CloseBatch()
         {
-            subscribers.Prepare(read.Where(r => r.Campaign.IsActiveAt(now)).Select(r => r.Campaign.RestaurantId).ToHashSet());
-            var entries = read.Select(r => r.Campaign.IsActiveAt(now)
-                ? new LedgerEntry(r.Campaign, r.Position, true, subscribers.ClientsOf(r.Campaign.RestaurantId))
-                : new LedgerEntry(r.Campaign, r.Position, false, [])).ToList();
+            var entries = evaluator.Evaluate(batch, int.MaxValue).Entries;
             var notifications = entries.Where(x => x.Active && seen.Add(x.Campaign.Key) && x.Clients.Length > 0)
                 .Select(x => new Fanout(x, new NotificationTemplate(x.Campaign, now))).ToList();
             batches.Add(new ExpectedBatch(entries, committed, notifications));
-            committed = read.GroupBy(r => r.Position.Partition).Select(g => g.Last().Position with { Offset = g.Last().Position.Offset + 1 }).ToList();
-            read.Clear();
+            committed = batch.NextOffsets.Select(p => new InputPosition(p.Key.Topic, p.Key.Partition.Value, p.Value)).ToList();
+            batch = new Batch();
         }
     }
 
