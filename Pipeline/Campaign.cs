@@ -282,12 +282,16 @@ internal sealed class NotificationTemplate
     }
 
     /// <summary>The complete JSON value for one subscriber, in a fresh array of exactly its size.</summary>
-    public byte[] For(string clientId)
+    public byte[] For(string clientId) => Into(clientId, []);
+
+    /// <summary>As <see cref="For"/>, but written into <paramref name="buffer"/> when that is exactly the size needed.</summary>
+    public byte[] Into(string clientId, byte[] buffer)
     {
         ArgumentNullException.ThrowIfNull(clientId);
         // Client ids are UUIDs in practice, which need no escaping: encode them straight into the result.
         var utf8Length = JsonText.Utf8.GetByteCount(clientId);
-        var result = GC.AllocateUninitializedArray<byte>(_prefix.Length + utf8Length + _suffix.Length);
+        var size = _prefix.Length + utf8Length + _suffix.Length;
+        var result = buffer.Length == size ? buffer : GC.AllocateUninitializedArray<byte>(size);
         var id = result.AsSpan(_prefix.Length, utf8Length);
         JsonText.Utf8.GetBytes(clientId, id);
         if (!JsonText.NeedsEscaping(id))

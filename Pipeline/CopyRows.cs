@@ -22,13 +22,20 @@ internal sealed class CopyRows
     private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
     private const int StreamedBufferBytes = 256 * 1024;
 
-    private readonly ArrayBufferWriter<byte> _buffer = new(64 * 1024);
+    private readonly ArrayBufferWriter<byte> _buffer;
     private readonly Stream? _copy;
 
-    /// <summary>Rows to be sent whole, later, with <see cref="SendTo"/>.</summary>
-    public CopyRows() => _buffer.Write(Header);
+    /// <summary>
+    /// Rows to be sent whole, later, with <see cref="SendTo"/>, in a buffer sized for about <paramref name="expectedBytes"/>:
+    /// grown by doubling instead, a batch's buffer passed through four large arrays, each one more for the GC to reclaim.
+    /// </summary>
+    public CopyRows(int expectedBytes = 0)
+    {
+        _buffer = new ArrayBufferWriter<byte>(Math.Max(expectedBytes, 4096));
+        _buffer.Write(Header);
+    }
 
-    private CopyRows(Stream copy) : this() => _copy = copy;
+    private CopyRows(Stream copy) : this(StreamedBufferBytes + 16 * 1024) => _copy = copy;
 
     /// <summary>Runs <paramref name="copyCommand"/> (a COPY … FROM STDIN (FORMAT BINARY)) with the rows <paramref name="write"/> writes.</summary>
     public static void Stream(NpgsqlConnection connection, string copyCommand, Action<CopyRows> write)

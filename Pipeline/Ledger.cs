@@ -409,9 +409,12 @@ internal sealed class CampaignLedger : IDisposable
         "COPY staged_events (n, restaurant_key, campaign_key, restaurant_id, adv_campaign_id, adv_campaign_datetime_end, trigger_datetime_created, " +
         "consumer_group, input_topic, input_partition, input_offset, active) FROM STDIN (FORMAT BINARY)";
 
+    // A staged row takes about 230 bytes with UUID ids and a short group and topic name.
+    private const int StagedRowBytes = 256;
+
     private CopyRows EventRows(IReadOnlyList<LedgerEntry> entries, int from, int to, long trigger)
     {
-        var rows = new CopyRows();
+        var rows = new CopyRows((to - from) * StagedRowBytes);
         var triggerInt = checked((int)trigger);
         for (var i = from; i < to; i++)
         {

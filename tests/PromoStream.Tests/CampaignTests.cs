@@ -778,6 +778,23 @@ public class CampaignTests
     }
 
     [Fact]
+    public void IntoWritesOverABufferOfExactlyTheSizeAndAllocatesForAnyOther()
+    {
+        var template = new NotificationTemplate(ExampleCampaign(), 1732450000);
+        var first = template.For("aaaa");
+
+        var reused = template.Into("bbbb", first);
+        var grown = template.Into("ccccc", reused);
+        var escaped = template.Into("dd\"", template.For("eeee")); // an id to escape: written to a fresh array
+
+        Assert.Same(first, reused);
+        Assert.Equal(template.For("bbbb"), reused);
+        Assert.NotSame(reused, grown);
+        Assert.Equal(template.For("ccccc"), grown);
+        Assert.Equal(template.For("dd\""), escaped);
+    }
+
+    [Fact]
     public void OutputIsAlsoAValidInputDescribingTheSameCampaign()
     {
         var campaign = ExampleCampaign() with { Content = "\"quoted\" 🍕 \\ \n" };
