@@ -35,7 +35,9 @@ internal sealed class CopyRows
         _buffer.Write(Header);
     }
 
-    private CopyRows(Stream copy) : this(StreamedBufferBytes + 16 * 1024) => _copy = copy;
+    // Small at first: most writes are small (a light stream's batches), and an array of 85 KB or more is a large-object
+    // allocation, which the GC collects only with its oldest generation.
+    private CopyRows(Stream copy) : this(64 * 1024) => _copy = copy;
 
     /// <summary>Runs <paramref name="copyCommand"/> (a COPY … FROM STDIN (FORMAT BINARY)) with the rows <paramref name="write"/> writes.</summary>
     public static void Stream(NpgsqlConnection connection, string copyCommand, Action<CopyRows> write)
