@@ -218,6 +218,7 @@ internal sealed class CampaignLedger : IDisposable
         public readonly List<int> Replays = [];
         private readonly Dictionary<int, List<string>> _stored = [];
         private readonly Dictionary<int, List<string>> _existing = [];
+        private readonly Dictionary<int, List<string>> _newClients = [];
 
         public int ClaimedCount => _claimed.Count;
         public bool SomeClaimedHadRows => _claimed.ContainsValue(true);
@@ -255,8 +256,13 @@ internal sealed class CampaignLedger : IDisposable
                 .ThenBy(n => entries[from + n].Campaign.AdvCampaignId, StringComparer.Ordinal);
 
         /// <summary>The clients of a claimed event that get a row now: all, but those that had one already.</summary>
-        public IReadOnlyList<string> NewClients(LedgerEntry entry, int n) =>
-            _existing.TryGetValue(n, out var existing) ? entry.Clients.Except(existing, StringComparer.Ordinal).ToList() : entry.Clients;
+        public IReadOnlyList<string> NewClients(LedgerEntry entry, int n)
+        {
+            if (!_existing.TryGetValue(n, out var existing)) return entry.Clients;
+            // Asked twice, for the rows and for the decision: the difference is worked out once.
+            if (!_newClients.TryGetValue(n, out var fresh)) _newClients[n] = fresh = entry.Clients.Except(existing, StringComparer.Ordinal).ToList();
+            return fresh;
+        }
 
         public Decision Decide(LedgerEntry entry, int n, long trigger)
         {
