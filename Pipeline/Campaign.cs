@@ -291,7 +291,7 @@ internal sealed class NotificationTemplate
         // Client ids are UUIDs in practice, which need no escaping: encode them straight into the result.
         var utf8Length = JsonText.Utf8.GetByteCount(clientId);
         var size = _prefix.Length + utf8Length + _suffix.Length;
-        var result = buffer.Length == size ? buffer : GC.AllocateUninitializedArray<byte>(size);
+        var result = Sized(buffer, size);
         var id = result.AsSpan(_prefix.Length, utf8Length);
         JsonText.Utf8.GetBytes(clientId, id);
         if (!JsonText.NeedsEscaping(id))
@@ -302,6 +302,17 @@ internal sealed class NotificationTemplate
         }
         return WithEscapedId(id);
     }
+
+    /// <summary>The notification's key, the client id in UTF-8, written into <paramref name="buffer"/> when that is exactly the size needed.</summary>
+    public static byte[] KeyInto(string clientId, byte[] buffer)
+    {
+        var result = Sized(buffer, JsonText.Utf8.GetByteCount(clientId));
+        JsonText.Utf8.GetBytes(clientId, result);
+        return result;
+    }
+
+    // librdkafka copies a record while it is produced, so the caller may hand the same arrays in for the next one.
+    private static byte[] Sized(byte[] buffer, int size) => buffer.Length == size ? buffer : GC.AllocateUninitializedArray<byte>(size);
 
     // The rare id with quotes, backslashes or control characters (the column is an unconstrained varchar).
     private byte[] WithEscapedId(ReadOnlySpan<byte> utf8Id)

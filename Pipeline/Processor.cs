@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 using Confluent.Kafka;
 
 namespace PromoStream;
@@ -451,8 +450,7 @@ internal sealed class Processor : IDisposable
             long bytes = 0;
             foreach (var client in decision.Clients)
             {
-                record.Key = SizedFor(record.Key, Encoding.UTF8.GetByteCount(client));
-                Encoding.UTF8.GetBytes(client, record.Key);
+                record.Key = NotificationTemplate.KeyInto(client, record.Key);
                 record.Value = template.Into(client, record.Value);
                 bytes += record.Key.Length + record.Value.Length;
                 Produce(output, record);
@@ -466,8 +464,6 @@ internal sealed class Processor : IDisposable
         return new CountsOfBatch(notified, replayed, duplicates, inactive, noSubscribers, deadLetters.Count, notifications, timestamps,
             deadLetters.ConvertAll(d => d.MetricReason));
     }
-
-    private static byte[] SizedFor(byte[] buffer, int length) => buffer.Length == length ? buffer : GC.AllocateUninitializedArray<byte>(length);
 
     private void Produce(TopicPartition destination, Message<byte[], byte[]> message)
     {

@@ -795,6 +795,21 @@ public class CampaignTests
     }
 
     [Fact]
+    public void KeyIntoWritesTheClientIdOverABufferOfExactlyTheSizeAndAllocatesForAnyOther()
+    {
+        var first = NotificationTemplate.KeyInto("aaaa", []);
+        Assert.Equal("aaaa"u8.ToArray(), first);
+
+        var reused = NotificationTemplate.KeyInto("bbbb", first);
+        var grown = NotificationTemplate.KeyInto("cccé", reused); // é is two bytes in UTF-8
+
+        Assert.Same(first, reused);
+        Assert.Equal("bbbb"u8.ToArray(), reused);
+        Assert.NotSame(reused, grown);
+        Assert.Equal("cccé"u8.ToArray(), grown);
+    }
+
+    [Fact]
     public void OutputIsAlsoAValidInputDescribingTheSameCampaign()
     {
         var campaign = ExampleCampaign() with { Content = "\"quoted\" 🍕 \\ \n" };
