@@ -50,8 +50,8 @@ internal static class Bench
             // Latency first, on a fresh stack: the throughput phases leave the embedded broker holding gigabytes in this
             // process and PostgreSQL writing back what they wrote, and neither belongs to a steady stream (measured:
             // p50/p99 54/85 ms first, 71/175 ms after three rounds).
-            // Up to three, and the one with the median p99: a single stall of this shared host's (50 ms or more, once)
-            // decides the p99 of a 20 s stream.
+            // Up to three, and the one with the median p99: one stall decides the p99 of a 20 s stream, and the first
+            // run, the first load the bench's broker and PostgreSQL see, had the worst p99 in each of three full runs.
             var latencyRuns = Enumerable.Range(1, Math.Min(rounds, 3)).Select(run => LatencyPhase(stack, work, workload, latencySeconds, run, stop)).ToList();
             var latency = latencyRuns.OrderBy(r => r.P99Ms).ElementAt((latencyRuns.Count - 1) / 2);
             // Rounds, each in the same order, and medians: this machine is shared and noisy, and one run of a pair can
