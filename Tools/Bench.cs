@@ -69,10 +69,8 @@ internal static class Bench
                 Log.Info($"bench: round {round} of {rounds}");
                 eosRuns.Add(Pipeline(stack, work, workload, $"eos{round}", transactions: true, stop));
                 expected ??= ExpectedBatches(dataSource, workload, now, batchEvents: 5000);
-                stop.ThrowIfCancellationRequested();
-                aSeconds.Add(BaselinePostgres(dataSource, expected, ExpectedRows(expected), now).TotalSeconds);
-                stop.ThrowIfCancellationRequested();
-                bSeconds.Add(BaselineKafka(stack, workload, expected, round).TotalSeconds);
+                aSeconds.Add(BaselinePostgres(dataSource, expected, ExpectedRows(expected), now, stop).TotalSeconds);
+                bSeconds.Add(BaselineKafka(stack, workload, expected, round, stop).TotalSeconds);
                 if (compareEos) noEosRuns.Add(Pipeline(stack, work, workload, $"noeos{round}", transactions: false, stop));
             }
             var scaled = scale > 1
@@ -241,7 +239,7 @@ internal static class Bench
         }
     }
 
-    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<ExpectedBatch> batches, long expectedRows, long now)
+    private static TimeSpan BaselinePostgres(Npgsql.NpgsqlDataSource dataSource, List<ExpectedBatch> batches, long expectedRows, long now, CancellationToken stop)
     {
         Truncate(dataSource);
         Log.Info($"bench: baseline A, {expectedRows} rows written through the ledger into PostgreSQL alone");
@@ -249,13 +247,17 @@ internal static class Bench
         // Encoded before the clock starts, as the pipeline encodes a batch while the one before is being written.
         var staged = batches.Select(b => (Rows: ledger.Stage(b.Entries, now), b.Committed)).ToList();
         var clock = Stopwatch.StartNew();
-        foreach (var (rows, committed) in staged) ledger.Record(rows, committed, CancellationToken.None);
+        foreach (var (rows, committed) in staged)
+        {
+            stop.ThrowIfCancellationRequested();
+            ledger.Record(rows, committed, CancellationToken.None);
+        }
         var elapsed = clock.Elapsed;
         if (ledger.RowsInserted != expectedRows) Log.Warn($"bench: baseline A wrote {ledger.RowsInserted} rows, the workload has {expectedRows}");
         return elapsed;
     }
 
-    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<ExpectedBatch> batches, int round)
+    private static TimeSpan BaselineKafka(EmbeddedStack stack, Workload w, List<ExpectedBatch> batches, int round, CancellationToken stop)
     {
         var settings = stack.CreateSettings(w.Partitions, $"bench-kafka-only{round}");
         Log.Info("bench: baseline B, the same records produced transactionally to Kafka alone");
@@ -264,6 +266,7 @@ internal static class Bench
         var clock = Stopwatch.StartNew();
         foreach (var batch in batches)
         {
+            stop.ThrowIfCancellationRequested();
             producer.BeginTransaction();
             foreach (var fanout in batch.Notifications)
                 foreach (var client in fanout.Entry.Clients)
@@ -327,28 +330,16 @@ internal static class Bench
 
         private string? Find(string text) { lock (_lines) return _lines.FirstOrDefault(l => l.Contains(text, StringComparison.Ordinal)); }
 
-        // Waits observe the bench's stop, so that Ctrl+C unwinds through Dispose and takes the child with it.
         public void WaitFor(string text, TimeSpan timeout, CancellationToken stop)
         {
-            var clock = Stopwatch.StartNew();
-            while (Find(text) is null)
-            {
-                stop.ThrowIfCancellationRequested();
-                if (_process.HasExited || clock.Elapsed > timeout)
-                    throw new InvalidOperationException($"bench: the processor did not log '{text}' (exit: {(_process.HasExited ? _process.ExitCode : "still running")}):\n{Tail()}");
-                Thread.Sleep(50);
-            }
+            if (!Until(() => Find(text) is not null || _process.HasExited, timeout, stop) || Find(text) is null)
+                throw new InvalidOperationException($"bench: the processor did not log '{text}' (exit: {(_process.HasExited ? _process.ExitCode : "still running")}):\n{Tail()}");
         }
 
         public PipelineRun WaitForFinal(TimeSpan timeout, CancellationToken stop)
         {
-            var clock = Stopwatch.StartNew();
-            while (!_process.WaitForExit(TimeSpan.FromMilliseconds(200)))
-            {
-                stop.ThrowIfCancellationRequested();
-                if (clock.Elapsed > timeout) throw new TimeoutException("bench: the processor did not finish in time:\n" + Tail());
-            }
-            _process.WaitForExit();
+            if (!Until(() => _process.HasExited, timeout, stop)) throw new TimeoutException("bench: the processor did not finish in time:\n" + Tail());
+            _process.WaitForExit(); // and its output read to the end
             var final = Find("final ") ?? throw new InvalidOperationException($"bench: the processor exited {_process.ExitCode} without its final line:\n{Tail()}");
             long Field(string key) => (long)Number(key);
             double Number(string key) => double.Parse(Regex.Match(final, $@"\b{key}=([0-9.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
@@ -356,6 +347,19 @@ internal static class Bench
         }
 
         private string Tail() { lock (_lines) return string.Join("\n", _lines.TakeLast(20)); }
+
+        // Waits observe the bench's stop, so that Ctrl+C unwinds through Dispose and takes the child with it.
+        private static bool Until(Func<bool> done, TimeSpan timeout, CancellationToken stop)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!done())
+            {
+                stop.ThrowIfCancellationRequested();
+                if (clock.Elapsed > timeout) return false;
+                Thread.Sleep(50);
+            }
+            return true;
+        }
 
         public void Dispose()
         {
