@@ -54,8 +54,10 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IDisposable
             workload.Count, workload.Rate, CancellationToken.None));
         Eventually.True(() => Busy(a) && Busy(b), TimeSpan.FromMinutes(1), "both instances holding partitions and committing");
         var report = await publishing;
-        Assert.True(a.WaitForExit(TimeSpan.FromMinutes(2)) == 0, a.Tail());
-        Assert.True(b.WaitForExit(TimeSpan.FromMinutes(2)) == 0, b.Tail());
+        // Both waited for, then judged: a rare failure here (seen twice in about 26 runs on kfake: one instance exited
+        // non-zero right after "stopping", without its final line) needs both exit codes and both logs to be understood.
+        var exits = new[] { a, b }.Select(p => p.WaitForExit(TimeSpan.FromMinutes(2))).ToList();
+        Assert.True(exits.All(code => code == 0), $"exit codes {exits[0]} and {exits[1]}\nA:\n{a.Tail(60)}\nB:\n{b.Tail(60)}");
 
         var ids = new[] { a, b }.Select(TransactionalIdOf).ToList();
         var rows = RowComparison.Of(db, report);
