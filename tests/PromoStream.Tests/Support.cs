@@ -126,6 +126,9 @@ public sealed class PromoStreamProcess : IDisposable
         };
         if (executable is null) start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PromoStream.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
+        // The runtime's debugger pipes and diagnostics socket in /tmp are removed only on a clean exit; the tests kill
+        // processes hard on purpose, and each kill used to leave three files behind.
+        start.Environment["DOTNET_EnableDiagnostics"] = "0";
         foreach (var (k, v) in environment ?? new Dictionary<string, string>()) start.Environment[k] = v;
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Add(e.Data, error: false);
