@@ -35,6 +35,19 @@ internal sealed class CopyRows
         _buffer.Write(Header);
     }
 
+    private CopyRows(ArrayBufferWriter<byte> fragment) => _buffer = fragment;
+
+    /// <summary>
+    /// Fields without the COPY header, encoded once for <see cref="Encoded"/> to copy into many rows: a campaign's eight
+    /// columns are the same in each of its subscribers' rows, and copying them is cheaper than encoding them again.
+    /// </summary>
+    public static CopyRows Fragment(int expectedBytes) => new(new ArrayBufferWriter<byte>(Math.Max(expectedBytes, 256)));
+
+    public ReadOnlySpan<byte> Written => _buffer.WrittenSpan;
+
+    /// <summary>The bytes of a <see cref="Fragment"/>, as they are.</summary>
+    public void Encoded(ReadOnlySpan<byte> encoded) => _buffer.Write(encoded);
+
     // Small at first: most writes are small (a light stream's batches), and an array of 85 KB or more is a large-object
     // allocation, which the GC collects only with its oldest generation.
     private CopyRows(Stream copy) : this(64 * 1024) => _copy = copy;

@@ -442,17 +442,32 @@ internal sealed class CampaignLedger : IDisposable
         return rows;
     }
 
-    // The campaign's eight contract fields, in the contract's order, as subscribers_feedback takes them.
-    private static void CampaignFields(CopyRows rows, Campaign c)
+    // The campaign's eight contract fields, in the contract's order, as subscribers_feedback takes them: the same in
+    // each of its subscribers' rows, so encoded once.
+    private static CopyRows CampaignFields(Campaign c)
     {
-        rows.Text(c.RestaurantId);
-        rows.Text(c.AdvCampaignId);
-        rows.Text(c.Content);
-        rows.Text(c.Owner);
-        rows.Text(c.OwnerContact);
-        rows.Long(c.DatetimeStart);
-        rows.Long(c.DatetimeEnd);
-        rows.Long(c.DatetimeCreated);
+        var fields = CopyRows.Fragment(128 + 3 * (c.Content.Length + c.Owner.Length + c.OwnerContact.Length));
+        fields.Text(c.RestaurantId);
+        fields.Text(c.AdvCampaignId);
+        fields.Text(c.Content);
+        fields.Text(c.Owner);
+        fields.Text(c.OwnerContact);
+        fields.Long(c.DatetimeStart);
+        fields.Long(c.DatetimeEnd);
+        fields.Long(c.DatetimeCreated);
+        return fields;
+    }
+
+    private static void FeedbackRows(CopyRows rows, Campaign campaign, IReadOnlyList<string> clients, int trigger)
+    {
+        var fields = CampaignFields(campaign);
+        foreach (var client in clients)
+        {
+            rows.StartRow(10);
+            rows.Encoded(fields.Written);
+            rows.Text(client);
+            rows.Int(trigger);
+        }
     }
 
     private const string CopyFeedbackSql = $"COPY public.subscribers_feedback ({FeedbackColumns}) FROM STDIN (FORMAT BINARY)";
@@ -469,14 +484,7 @@ internal sealed class CampaignLedger : IDisposable
             foreach (var n in outcome.ClaimedInKeyOrder(entries, from))
             {
                 var entry = entries[from + n];
-                var c = entry.Campaign;
-                foreach (var client in outcome.NewClients(entry, n))
-                {
-                    rows.StartRow(10);
-                    CampaignFields(rows, c);
-                    rows.Text(client);
-                    rows.Int(triggerInt);
-                }
+                FeedbackRows(rows, entry.Campaign, outcome.NewClients(entry, n), triggerInt);
             }
         });
     }
