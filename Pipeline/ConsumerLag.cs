@@ -22,6 +22,7 @@ internal sealed class ConsumerLag : IDisposable
     private readonly CommittedPositions _committed;
     private readonly Func<Dictionary<int, long>> _recorded;
     private readonly CancellationTokenSource _stop = new();
+    private readonly Thread _thread;
     private Dictionary<int, long> _recordedPositions = [];
     private long _recordedAt;
     private volatile IReadOnlyDictionary<TopicPartition, long> _byPartition = new Dictionary<TopicPartition, long>();
@@ -31,7 +32,8 @@ internal sealed class ConsumerLag : IDisposable
     public ConsumerLag(KafkaSettings kafka, Func<List<TopicPartition>> owned, CommittedPositions committed, Func<Dictionary<int, long>> recorded)
     {
         (_kafka, _owned, _committed, _recorded) = (kafka, owned, committed, recorded);
-        new Thread(Run) { IsBackground = true, Name = "consumer-lag" }.Start();
+        _thread = new Thread(Run) { IsBackground = true, Name = "consumer-lag" };
+        _thread.Start();
     }
 
     /// <summary>The lag of each partition owned at the last measurement; a partition no longer owned is absent.</summary>
@@ -108,5 +110,13 @@ internal sealed class ConsumerLag : IDisposable
         return _recordedPositions;
     }
 
-    public void Dispose() => _stop.Cancel();
+    /// <summary>
+    /// Waits (a request's timeout at most) for the thread to destroy its admin client: one still running while the
+    /// process exits can crash the exit, as librdkafka's threads outlive the runtime's shutdown.
+    /// </summary>
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _thread.Join(RequestTimeout + TimeSpan.FromSeconds(1));
+    }
 }
